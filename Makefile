@@ -1,0 +1,61 @@
+# crossmodal: set-up, code generation, tests, demo and benchmarks.
+# Every target installs what it needs; `make demo` and `make test` work on a fresh clone.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+EXPORT_STAMP := $(VENV)/.installed-export
+PROTO_DIR := protos
+PROTOS := $(wildcard $(PROTO_DIR)/crossmodal/v1/*.proto)
+GEN_DIR := crossmodal/v1
+
+.PHONY: setup setup-export protos protos-check test test-all demo bench lint typecheck clean
+
+# The virtualenv with the service packages, the dev tools and the package in editable mode.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+setup: $(STAMP)
+
+# torch (CPU build) and open_clip for the exporter, the demo-model trainer and the parity tests.
+$(EXPORT_STAMP): $(STAMP)
+	$(PIP) install --quiet -c constraints.txt -e '.[dev,export]'
+	touch $@
+
+setup-export: $(EXPORT_STAMP)
+
+protos: $(STAMP)
+	$(PY) -m grpc_tools.protoc -I $(PROTO_DIR) --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)
+	touch $(GEN_DIR)/__init__.py
+
+# Fails when the checked-in generated code differs from what `make protos` would write.
+protos-check: $(STAMP)
+	$(PY) scripts/check_protos.py
+
+test: $(EXPORT_STAMP) protos-check
+	$(PY) -m pytest -q
+
+test-all: $(EXPORT_STAMP) protos-check
+	$(PY) -m pytest -q -m ''
+
+demo: $(STAMP)
+	$(PY) -m crossmodal.cli demo
+
+bench: $(EXPORT_STAMP)
+	$(PY) bench/run_all.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy services crossmodal
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info bench/results/*.json bench/results/*.md
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

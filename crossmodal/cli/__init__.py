@@ -1,0 +1,38 @@
+"""The `crossmodal` command line: one entry point, one module per subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# Each module defines `register(subparsers)`, which adds its parser and sets `func`.
+# Modules keep heavy imports (torch, open_clip) inside their handlers so that
+# `crossmodal --help` and the serving commands never load them.
+COMMAND_MODULES: tuple[str, ...] = (
+    "crossmodal.cli.config_table",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the top-level argument parser with every registered subcommand."""
+    parser = argparse.ArgumentParser(prog="crossmodal", description=__doc__)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `crossmodal` CLI and return its exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""What every crossmodal service shares: config, logging, metrics, interceptors, server bootstrap, health."""

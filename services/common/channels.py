@@ -1,0 +1,41 @@
+"""Client channels to other crossmodal services, with TLS, message limits and request-id propagation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+
+from services.common.config import TLSConfig
+from services.common.interceptors import RequestIdClientInterceptor
+
+
+def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    """gRPC channel/server options shared by every service."""
+    return [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        # Keepalive lets a client notice a peer that vanished (kill -9, node loss) within seconds.
+        ("grpc.keepalive_time_ms", 20_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+
+
+def open_channel(
+    target: str,
+    *,
+    tls: TLSConfig | None = None,
+    max_message_bytes: int = 64 * 1024 * 1024,
+    extra_options: Sequence[tuple[str, int | str]] = (),
+) -> grpc.aio.Channel:
+    """Open an asyncio channel to `target` that forwards the current request id downstream."""
+    options = [*channel_options(max_message_bytes), *extra_options]
+    interceptors = [RequestIdClientInterceptor()]
+    if tls is not None and tls.enabled:
+        from services.common.tls import channel_credentials
+
+        return grpc.aio.secure_channel(target, channel_credentials(tls), options=options,
+                                       interceptors=interceptors)
+    return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)

@@ -1,0 +1,210 @@
+"""gRPC interceptors: request ids, per-RPC metrics and log lines, and test-only fault injection."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import structlog
+
+from services.common.metrics import RPC_DURATION, RPC_IN_FLIGHT, RPC_REQUESTS
+
+REQUEST_ID_HEADER = "x-request-id"
+# The id of the RPC being served; client interceptors copy it into downstream calls.
+REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("crossmodal_request_id", default=None)
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+# Probes hit these every few seconds; their log lines go to debug so they do not drown real traffic.
+_QUIET_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
+                   "grpc.reflection.v1.ServerReflection")
+
+log = structlog.get_logger("rpc")
+
+
+def split_method(full_method: str) -> tuple[str, str]:
+    """Split '/pkg.Service/Method' into ('pkg.Service', 'Method')."""
+    _, _, rest = full_method.partition("/")
+    service, _, method = rest.partition("/")
+    return service or "unknown", method or "unknown"
+
+
+def _request_id_from(metadata: Any) -> str:
+    for key, value in metadata or ():
+        if key == REQUEST_ID_HEADER and isinstance(value, str) and _VALID_REQUEST_ID.match(value):
+            return value
+    return uuid.uuid4().hex
+
+
+def _status_name(context: grpc.aio.ServicerContext, error: BaseException | None) -> str:
+    if isinstance(error, asyncio.CancelledError):
+        return "CANCELLED"
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    if isinstance(code, int):
+        for status in grpc.StatusCode:
+            if status.value[0] == code:
+                return status.name
+    return "UNKNOWN" if error is not None and not isinstance(error, grpc.aio.AbortError) else "OK"
+
+
+def _wrap_handler(handler: grpc.RpcMethodHandler, wrap_unary: Any, wrap_stream: Any) -> grpc.RpcMethodHandler:
+    if handler.request_streaming and handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(
+            wrap_stream(handler.stream_stream), handler.request_deserializer, handler.response_serializer)
+    if handler.request_streaming:
+        return grpc.stream_unary_rpc_method_handler(
+            wrap_unary(handler.stream_unary), handler.request_deserializer, handler.response_serializer)
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(
+            wrap_stream(handler.unary_stream), handler.request_deserializer, handler.response_serializer)
+    return grpc.unary_unary_rpc_method_handler(
+        wrap_unary(handler.unary_unary), handler.request_deserializer, handler.response_serializer)
+
+
+class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
+    """Binds a request id, counts and times every RPC by status code, and logs one line per RPC."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        """Wrap the handler of one RPC with the request id, metrics and the log line."""
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        service, method = split_method(handler_call_details.method)
+        request_id = _request_id_from(handler_call_details.invocation_metadata)
+        quiet = service in _QUIET_SERVICES
+
+        def begin() -> tuple[float, contextvars.Token[str | None]]:
+            structlog.contextvars.bind_contextvars(request_id=request_id)
+            RPC_IN_FLIGHT.labels(service, method).inc()
+            return time.perf_counter(), REQUEST_ID.set(request_id)
+
+        def end(started: float, token: contextvars.Token[str | None], context: Any,
+                error: BaseException | None) -> None:
+            elapsed = time.perf_counter() - started
+            code = _status_name(context, error)
+            RPC_IN_FLIGHT.labels(service, method).dec()
+            RPC_REQUESTS.labels(service, method, code).inc()
+            RPC_DURATION.labels(service, method).observe(elapsed)
+            emit = log.debug if quiet else (log.info if code == "OK" else log.warning)
+            fields: dict[str, Any] = {"grpc_service": service, "method": method, "code": code,
+                                      "duration_ms": round(elapsed * 1000, 3), "peer": context.peer()}
+            if error is not None and not isinstance(error, grpc.aio.AbortError | asyncio.CancelledError):
+                fields["error"] = repr(error)
+            emit("rpc", **fields)
+            REQUEST_ID.reset(token)
+            structlog.contextvars.unbind_contextvars("request_id")
+
+        def wrap_unary(behavior: Any) -> Any:
+            async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                started, token = begin()
+                error: BaseException | None = None
+                try:
+                    return await behavior(request, context)
+                except BaseException as exc:
+                    error = exc
+                    raise
+                finally:
+                    end(started, token, context, error)
+
+            return wrapped
+
+        def wrap_stream(behavior: Any) -> Any:
+            async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                started, token = begin()
+                error: BaseException | None = None
+                try:
+                    async for response in behavior(request, context):
+                        yield response
+                except BaseException as exc:
+                    error = exc
+                    raise
+                finally:
+                    end(started, token, context, error)
+
+            return wrapped
+
+        return _wrap_handler(handler, wrap_unary, wrap_stream)
+
+
+class FaultInjectionInterceptor(grpc.aio.ServerInterceptor):
+    """Test-only: delays the named methods, to prove deadlines, partial answers and graceful drain."""
+
+    def __init__(self, delay_ms: int, methods: tuple[str, ...]) -> None:
+        self._delay = delay_ms / 1000.0
+        self._methods = frozenset(methods)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        """Delay the call before its handler runs when its method is one of the configured ones."""
+        handler = await continuation(handler_call_details)
+        if handler is None or split_method(handler_call_details.method)[1] not in self._methods:
+            return handler
+        delay = self._delay
+
+        def wrap_unary(behavior: Any) -> Any:
+            async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                await asyncio.sleep(delay)
+                return await behavior(request, context)
+
+            return wrapped
+
+        def wrap_stream(behavior: Any) -> Any:
+            async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                await asyncio.sleep(delay)
+                async for response in behavior(request, context):
+                    yield response
+
+            return wrapped
+
+        return _wrap_handler(handler, wrap_unary, wrap_stream)
+
+
+def _with_request_id(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+    request_id = REQUEST_ID.get()
+    if request_id is None:
+        return details
+    metadata = grpc.aio.Metadata(*(details.metadata or ()))
+    if REQUEST_ID_HEADER not in metadata:
+        metadata.add(REQUEST_ID_HEADER, request_id)
+    return grpc.aio.ClientCallDetails(details.method, details.timeout, metadata, details.credentials,
+                                      details.wait_for_ready)
+
+
+class RequestIdClientInterceptor(
+    grpc.aio.UnaryUnaryClientInterceptor,
+    grpc.aio.UnaryStreamClientInterceptor,
+    grpc.aio.StreamUnaryClientInterceptor,
+    grpc.aio.StreamStreamClientInterceptor,
+):
+    """Passes the request id of the RPC being served on to every downstream call."""
+
+    async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        """Add x-request-id to a unary-unary call."""
+        return await continuation(_with_request_id(client_call_details), request)
+
+    async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        """Add x-request-id to a unary-stream call."""
+        return await continuation(_with_request_id(client_call_details), request)
+
+    async def intercept_stream_unary(self, continuation: Any, client_call_details: Any,
+                                     request_iterator: Any) -> Any:
+        """Add x-request-id to a stream-unary call."""
+        return await continuation(_with_request_id(client_call_details), request_iterator)
+
+    async def intercept_stream_stream(self, continuation: Any, client_call_details: Any,
+                                      request_iterator: Any) -> Any:
+        """Add x-request-id to a stream-stream call."""
+        return await continuation(_with_request_id(client_call_details), request_iterator)
