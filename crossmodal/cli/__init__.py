@@ -12,6 +12,7 @@ from collections.abc import Sequence
 # `crossmodal --help` and the serving commands never load them.
 COMMAND_MODULES: tuple[str, ...] = (
     "crossmodal.cli.config_table",
+    "crossmodal.cli.export_model",
 )
 
 
