@@ -1,0 +1,1 @@
+"""crossmodal index service."""

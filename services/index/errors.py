@@ -1,0 +1,23 @@
+"""Errors the index domain raises; the servicer maps each class to one gRPC status code."""
+
+from __future__ import annotations
+
+
+class IndexServiceError(Exception):
+    """Base class of the errors a caller can act on."""
+
+
+class InvalidArgumentError(IndexServiceError):
+    """The request itself is wrong (bad vector, K, id, filter or metadata)."""
+
+
+class PreconditionError(IndexServiceError):
+    """The request is well formed but does not fit the shard (another model or dimension)."""
+
+
+class UnknownShardError(IndexServiceError):
+    """This process does not serve the shard named in the request."""
+
+
+class ShardUnavailableError(IndexServiceError):
+    """The shard is not loaded yet or is shutting down; retry later or elsewhere."""

@@ -1,0 +1,237 @@
+"""The gRPC servicer of crossmodal.v1.IndexService: request limits, proto <-> domain, status codes.
+
+Every RPC converts its request and calls the shard on a worker thread (store commits fsync, USearch
+calls are native and long): the event loop only parses, dispatches and answers. Domain errors become
+status codes in `_STATUS_CODES` and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import Any, TypeVar, cast
+
+import grpc
+import numpy as np
+import structlog
+
+from crossmodal.v1 import index_pb2, index_pb2_grpc, types_pb2
+from services.index.config import IndexConfig
+from services.index.errors import (
+    IndexServiceError,
+    InvalidArgumentError,
+    PreconditionError,
+    ShardUnavailableError,
+    UnknownShardError,
+)
+from services.index.model import Hit, Item, SearchQuery, make_filter
+from services.index.shard import Shard
+
+log = structlog.get_logger("index.servicer")
+
+R = TypeVar("R")
+
+_STATUS_CODES: tuple[tuple[type[IndexServiceError], grpc.StatusCode], ...] = (
+    (InvalidArgumentError, grpc.StatusCode.INVALID_ARGUMENT),
+    (PreconditionError, grpc.StatusCode.FAILED_PRECONDITION),
+    (UnknownShardError, grpc.StatusCode.NOT_FOUND),
+    (ShardUnavailableError, grpc.StatusCode.UNAVAILABLE),
+)
+
+
+def status_code_for(error: IndexServiceError) -> grpc.StatusCode:
+    """The gRPC status code that reports `error`."""
+    for cls, code in _STATUS_CODES:
+        if isinstance(error, cls):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+class ShardSet:
+    """The shards this process serves, by number; empty until the service has loaded them."""
+
+    def __init__(self, numbers: tuple[int, ...]) -> None:
+        self.numbers = numbers
+        self.shards: dict[int, Shard] = {}
+
+    def get(self, number: int) -> Shard:
+        """The loaded shard `number`; NOT_FOUND when not served here, UNAVAILABLE while loading."""
+        shard = self.shards.get(number)
+        if shard is not None:
+            return shard
+        if number not in self.numbers:
+            served = ",".join(str(n) for n in self.numbers)
+            raise UnknownShardError(f"shard {number} is not served by this process (it serves {served})")
+        raise ShardUnavailableError(f"shard {number} is not loaded yet")
+
+
+def _vector(values: Any) -> np.ndarray:
+    return np.asarray(values, dtype=np.float32)
+
+
+def _modality(value: int) -> types_pb2.Modality:
+    return cast(types_pb2.Modality, value)
+
+
+def _check_count(what: str, count: int, limit: int) -> None:
+    if not 1 <= count <= limit:
+        raise InvalidArgumentError(f"{what}: expected 1 to {limit}, got {count}")
+
+
+def _hit_proto(hit: Hit) -> index_pb2.SearchHit:
+    return index_pb2.SearchHit(
+        id=hit.id,
+        score=hit.score,
+        modality=_modality(hit.modality),
+        metadata=dict(hit.metadata),
+        tags=list(hit.tags),
+        vector=hit.vector.tolist() if hit.vector is not None else [],
+    )
+
+
+class IndexServicer(index_pb2_grpc.IndexServiceServicer):
+    """Validates requests, runs them on the shards off the event loop and maps errors to status codes."""
+
+    def __init__(self, shards: ShardSet, config: IndexConfig, executor: Executor) -> None:
+        self._shards = shards
+        self._config = config
+        self._executor = executor
+
+    async def _run(self, context: grpc.aio.ServicerContext, fn: Callable[..., R], *args: Any) -> R:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+        except IndexServiceError as exc:
+            await context.abort(status_code_for(exc), str(exc))
+        except Exception as exc:
+            log.exception("index call failed", error=repr(exc))
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
+        raise AssertionError("unreachable: context.abort raises")
+
+    # --- RPCs --------------------------------------------------------------------------------
+
+    async def UpsertVectors(
+        self, request: index_pb2.UpsertVectorsRequest, context: grpc.aio.ServicerContext
+    ) -> index_pb2.UpsertVectorsResponse:
+        """Insert or replace items; per-item statuses, acknowledged after the commit."""
+        return await self._run(context, self._upsert, request)
+
+    async def DeleteVectors(
+        self, request: index_pb2.DeleteVectorsRequest, context: grpc.aio.ServicerContext
+    ) -> index_pb2.DeleteVectorsResponse:
+        """Delete items by id."""
+        return await self._run(context, self._delete, request)
+
+    async def GetVectors(
+        self, request: index_pb2.GetVectorsRequest, context: grpc.aio.ServicerContext
+    ) -> index_pb2.GetVectorsResponse:
+        """Fetch stored items by id."""
+        return await self._run(context, self._get, request)
+
+    async def SearchShard(
+        self, request: index_pb2.SearchShardRequest, context: grpc.aio.ServicerContext
+    ) -> index_pb2.SearchShardResponse:
+        """Top-K search on one shard."""
+        return await self._run(context, self._search, request)
+
+    async def GetShardStats(
+        self, request: index_pb2.GetShardStatsRequest, context: grpc.aio.ServicerContext
+    ) -> index_pb2.GetShardStatsResponse:
+        """Statistics of every served shard."""
+        return await self._run(context, self._stats)
+
+    async def CreateSnapshot(
+        self, request: index_pb2.CreateSnapshotRequest, context: grpc.aio.ServicerContext
+    ) -> index_pb2.CreateSnapshotResponse:
+        """Write a snapshot of one shard now."""
+        return await self._run(context, self._snapshot, request)
+
+    # --- blocking bodies (worker threads) -----------------------------------------------------
+
+    def _upsert(self, request: index_pb2.UpsertVectorsRequest) -> index_pb2.UpsertVectorsResponse:
+        shard = self._shards.get(request.shard)
+        _check_count("items per upsert", len(request.items), self._config.max_batch)
+        items = [
+            Item(it.id, it.modality, _vector(it.vector), dict(it.metadata), tuple(it.tags)) for it in request.items
+        ]
+        result = shard.upsert(request.model_id, items)
+        statuses = [
+            types_pb2.ItemStatus()
+            if error is None
+            else types_pb2.ItemStatus(code=grpc.StatusCode.INVALID_ARGUMENT.value[0], message=error)
+            for error in result.errors
+        ]
+        return index_pb2.UpsertVectorsResponse(statuses=statuses, version=result.version)
+
+    def _delete(self, request: index_pb2.DeleteVectorsRequest) -> index_pb2.DeleteVectorsResponse:
+        shard = self._shards.get(request.shard)
+        _check_count("ids per delete", len(request.ids), self._config.max_batch)
+        deleted, version = shard.delete(list(request.ids))
+        return index_pb2.DeleteVectorsResponse(deleted=deleted, version=version)
+
+    def _get(self, request: index_pb2.GetVectorsRequest) -> index_pb2.GetVectorsResponse:
+        shard = self._shards.get(request.shard)
+        _check_count("ids per get", len(request.ids), self._config.max_batch)
+        items, missing = shard.get(list(request.ids), request.include_vectors)
+        return index_pb2.GetVectorsResponse(
+            items=[
+                index_pb2.IndexItem(
+                    id=it.id,
+                    modality=_modality(it.modality),
+                    metadata=dict(it.metadata),
+                    tags=list(it.tags),
+                    version=it.version,
+                    vector=it.vector.tolist() if it.vector is not None else [],
+                )
+                for it in items
+            ],
+            missing=missing,
+        )
+
+    def _search(self, request: index_pb2.SearchShardRequest) -> index_pb2.SearchShardResponse:
+        shard = self._shards.get(request.shard)
+        _check_count("k", request.k, self._config.max_k)
+        flt = request.filter
+        query = SearchQuery(
+            vector=_vector(request.vector),
+            k=request.k,
+            filter=make_filter(
+                request.modality, [(c.key, list(c.any_of)) for c in flt.clauses], flt.tags_all, flt.tags_any
+            ),
+            exact=request.exact,
+            include_vectors=request.include_vectors,
+            model_id=request.model_id,
+        )
+        result = shard.search(query)
+        return index_pb2.SearchShardResponse(hits=[_hit_proto(hit) for hit in result.hits], examined=result.examined)
+
+    def _stats(self) -> index_pb2.GetShardStatsResponse:
+        out = []
+        for number in self._shards.numbers:
+            s = self._shards.get(number).stats()
+            out.append(
+                index_pb2.ShardStats(
+                    shard=s.shard,
+                    count=s.count,
+                    deleted=s.deleted,
+                    memory_bytes=s.memory_bytes,
+                    snapshot_age_seconds=s.snapshot_age_seconds,
+                    snapshot_version=s.snapshot_version,
+                    version=s.version,
+                    model_id=s.model_id,
+                    dim=s.dim,
+                    dtype=s.dtype,
+                )
+            )
+        return index_pb2.GetShardStatsResponse(shards=out)
+
+    def _snapshot(self, request: index_pb2.CreateSnapshotRequest) -> index_pb2.CreateSnapshotResponse:
+        shard = self._shards.get(request.shard)
+        written = shard.snapshot(force=True)
+        if written is None:
+            # An empty shard has no graph to save; its store alone is the whole state.
+            return index_pb2.CreateSnapshotResponse(version=shard.stats().version, seconds=0.0)
+        version, seconds = written
+        return index_pb2.CreateSnapshotResponse(version=version, seconds=seconds)

@@ -1,0 +1,709 @@
+"""One shard: a USearch HNSW graph over a durable SQLite store, with snapshots, replay and compaction.
+
+The store (`store.py`) is the source of truth; the graph is a cache of it that can always be rebuilt.
+USearch keys are integers handed out by the store from a counter that never goes back, so a replaced
+or re-added id gets a fresh key and a removed key is never reused (usearch #445). The shard also keeps
+a catalog (`catalog.py`: live key -> id, modality, metadata, tags, plus posting lists) in memory: it
+filters candidates and builds results without touching SQLite, and only keys in it are ever returned.
+
+Locking. USearch objects are not safe under concurrent calls from several Python threads (usearch
+#441, #564): the binding gives each call scratch slots numbered by a thread index local to that call,
+so two concurrent calls share slots (newer bindings add a mutex of their own; we do not rely on it). So:
+- `_index_lock` guards the USearch index object *and* the catalog together. Every native USearch call
+  (search, add, remove, save, contains) is made while holding it, so there is never more than one at
+  a time, and a search sees the graph and the catalog at the same store version. A whole search,
+  including every widening round of a filtered one, runs under one acquisition: its answer is the
+  exact state after some committed write, never a mix of two.
+- `_write_lock` serialises writers. A write commits to the store first (fsync) and then applies the
+  same change to the graph and catalog under `_index_lock`, so the graph always reflects a prefix of
+  the store's versions (`_applied_version`) and a write is acknowledged only after both. Searches wait
+  for the short graph update only, never for an fsync.
+- `_maintenance_lock` serialises snapshots and compactions (one at a time per shard).
+Lock order is maintenance -> write -> index; no code path takes them in another order.
+
+Durability (design.md, "Durability contract"):
+- Snapshot: under `_index_lock` the graph is serialised to memory (a memcpy-speed pause) together with
+  the version it covers; the bytes are then written to `index-<version>-<ns>.usearch.tmp`, fsynced, renamed
+  into place and the directory fsynced, all without any lock; finally the store records file name,
+  version, size and CRC-32, and drops `removed` rows the snapshot covers. Older snapshot files are
+  deleted only after that commit, so a crash at any point leaves the recorded snapshot intact.
+- Start: load the recorded snapshot if its size and CRC-32 match (USearch itself happily loads a
+  file with flipped bytes), then replay store rows newer than its version and the `removed` keys newer
+  than it, and check the result against the catalog (same count, every live key present). A missing,
+  damaged, mismatched (dtype, connectivity or dimension changed) or inconsistent snapshot means a
+  rebuild from the store, never a loss.
+- Compaction: USearch `remove()` only marks entries, so after many deletes the graph is rebuilt from a
+  consistent read of the store without any lock held (searches and writes go on against the old
+  graph); then, under `_write_lock` so no commit slips in between, the writes committed meanwhile are
+  replayed into the new graph and the graph is swapped in under `_index_lock`. We never call
+  `view()` (removing from a viewed index corrupts it, usearch #506): snapshots are always loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import math
+import os
+import sqlite3
+import threading
+import time
+import zlib
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import IO, cast
+
+import numpy as np
+import structlog
+from usearch.index import Index, MetricKind, ScalarKind
+
+from services.index import metrics
+from services.index.catalog import Catalog
+from services.index.config import ShardSettings
+from services.index.errors import InvalidArgumentError, PreconditionError, ShardUnavailableError
+from services.index.model import (
+    Entry,
+    Hit,
+    Item,
+    SearchQuery,
+    SearchResult,
+    ShardStats,
+    StoredItem,
+    UpsertResult,
+    check_id,
+    check_metadata,
+    check_modality,
+    check_vector,
+)
+from services.index.store import SnapshotRecord, Store
+
+log = structlog.get_logger("index.shard")
+
+# A search candidate: USearch key, distance (1 - cosine), catalog entry.
+Found = tuple[int, float, Entry]
+
+_SCALAR_KINDS = {"f32": ScalarKind.F32, "f16": ScalarKind.F16, "i8": ScalarKind.I8}
+# Vectors enter the graph normalised, so inner product ranks exactly like cosine and skips two norms per
+# distance (measured ~10% faster for f32, ~50% for f16). i8 keeps cos: USearch normalises while
+# quantising to i8, and its i8 inner product is not on a cosine scale.
+_METRICS = {"f32": MetricKind.IP, "f16": MetricKind.IP, "i8": MetricKind.Cos}
+_SNAPSHOT_PREFIX = "index-"
+_SNAPSHOT_SUFFIX = ".usearch"
+# USearch quantises i8 after normalising (value * 127), which leaves a 512-d unit vector ~5 levels per
+# component: recall@10 drops to ~0.8. So i8 shards fetch K * factor candidates from the graph and
+# re-rank them by exact cosine with the float32 vectors from the store.
+_RERANKED_DTYPES = ("i8",)
+_RERANK_FACTOR = 4
+# Batches smaller than this are added on the calling thread: spawning USearch workers costs more.
+_PARALLEL_ADD_MIN = 256
+# Once a filtered search would ask the graph for more than this share of the shard, a brute-force pass
+# over everything is cheaper than HNSW and, unlike HNSW, guaranteed to see every entry.
+_EXHAUSTIVE_SHARE = 0.25
+
+
+def _normalise(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (cosine is unchanged; i8 quantisation needs values in [-1, 1])."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return np.ascontiguousarray(vectors / norms, dtype=np.float32)
+
+
+def _cosine(stored: np.ndarray, unit_query: np.ndarray) -> float:
+    return float(np.dot(stored, unit_query) / np.linalg.norm(stored))
+
+
+def _crc32_file(path: Path) -> int:
+    crc = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(16 << 20):
+            crc = zlib.crc32(chunk, crc)
+    return crc
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _count_removed(result: int | bool | np.ndarray) -> int:
+    return int(np.sum(result))
+
+
+class Shard:
+    """One shard of the index; thread-safe (see the module docstring for the locking design)."""
+
+    def __init__(self, number: int, directory: Path, settings: ShardSettings) -> None:
+        """Open the shard in `directory` (created if needed): lock it, load or rebuild its graph."""
+        self.number = number
+        self.directory = directory
+        self.settings = settings
+        self._label = str(number)
+        self._index_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._maintenance_lock = threading.Lock()
+        self._index: Index | None = None
+        self._catalog = Catalog()
+        self._applied_version = 0
+        self._deleted = 0
+        self._memory_bytes = 0
+        self._needs_rebuild = False
+        # Set after a rebuild at start: the recorded snapshot is unusable, so the next pass replaces it.
+        self._snapshot_stale = False
+        self._closed = False
+        self._opened_at = time.monotonic()
+        directory.mkdir(parents=True, exist_ok=True)
+        self._lock_file = self._acquire_directory_lock()
+        try:
+            self._store = Store(directory / "store.sqlite3")
+            if settings.dim and self._store.dim and settings.dim != self._store.dim:
+                raise PreconditionError(
+                    f"shard {number} holds {self._store.dim}-d vectors but the configured dimension is {settings.dim}"
+                )
+            self._recover()
+        except BaseException:
+            self._lock_file.close()
+            raise
+        metrics.SNAPSHOT_AGE.labels(self._label).set_function(self.snapshot_age)
+        self._publish()
+
+    # --- opening -----------------------------------------------------------------------------
+
+    def _acquire_directory_lock(self) -> IO[bytes]:
+        # Two processes on one shard directory would each believe their graph is the truth.
+        fh = open(self.directory / "LOCK", "ab")  # noqa: SIM115 - held open for the shard's lifetime
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            raise ShardUnavailableError(f"shard directory {self.directory} is in use by another process") from None
+        return fh
+
+    @property
+    def dim(self) -> int:
+        """The vector dimension (0 while no vector was written and none is configured)."""
+        return self._store.dim or self.settings.dim
+
+    def _new_index(self, dim: int) -> Index:
+        return Index(
+            ndim=dim,
+            metric=_METRICS[self.settings.dtype],
+            dtype=self.settings.dtype,
+            connectivity=self.settings.connectivity,
+            expansion_add=self.settings.expansion_add,
+            expansion_search=self.settings.expansion_search,
+            multi=False,
+        )
+
+    def _add(self, index: Index, keys: np.ndarray, vectors: np.ndarray) -> None:
+        threads = self.settings.threads if len(keys) >= _PARALLEL_ADD_MIN else 1
+        index.add(keys, _normalise(vectors), threads=threads)
+
+    def _recover(self) -> None:
+        started = time.perf_counter()
+        for key, entry in self._store.entries():
+            self._catalog.add(key, entry)
+        self._applied_version = self._store.version
+        dim = self.dim
+        if not dim:
+            return
+        index, reason = self._load_snapshot(dim)
+        if index is not None:
+            index, reason = self._replay(index)
+        if index is None:
+            if self._catalog or reason not in ("missing",):
+                log.warning(
+                    "rebuilding shard graph from the store",
+                    shard=self.number,
+                    reason=reason,
+                    items=len(self._catalog),
+                )
+                metrics.REBUILDS.labels(self._label, reason).inc()
+            index = self._build(dim)
+            self._deleted = 0
+            self._snapshot_stale = bool(self._catalog)
+        self._index = index
+        self._memory_bytes = int(index.memory_usage)
+        self._remove_stale_snapshots()
+        log.info(
+            "shard open",
+            shard=self.number,
+            items=len(self._catalog),
+            version=self._applied_version,
+            deleted=self._deleted,
+            seconds=round(time.perf_counter() - started, 3),
+        )
+
+    def _load_snapshot(self, dim: int) -> tuple[Index | None, str]:
+        record = self._store.snapshot
+        if record is None:
+            return None, "missing"
+        path = self.directory / record.file
+        if not path.is_file():
+            return None, "missing"
+        if path.stat().st_size != record.size or _crc32_file(path) != record.crc32:
+            log.warning("snapshot damaged", shard=self.number, file=record.file)
+            return None, "damaged"
+        index = self._new_index(dim)
+        try:
+            meta = Index.metadata(os.fspath(path)) or {}
+            # Loading takes dtype and metric from the file; a snapshot made under other settings is
+            # rebuilt rather than silently keeping them.
+            if (
+                meta.get("dimensions") != dim
+                or meta.get("kind_scalar") != _SCALAR_KINDS[self.settings.dtype]
+                or meta.get("kind_metric") != _METRICS[self.settings.dtype]
+            ):
+                return None, "config_changed"
+            index.load(os.fspath(path))
+        except (RuntimeError, ValueError) as exc:
+            log.warning("snapshot unreadable", shard=self.number, file=record.file, error=str(exc))
+            return None, "damaged"
+        if index.ndim != dim or index.connectivity != self.settings.connectivity:
+            return None, "config_changed"
+        # usearch declares these setters apart from their getters, which mypy reads as read-only.
+        index.expansion_add = self.settings.expansion_add  # type: ignore[misc]
+        index.expansion_search = self.settings.expansion_search  # type: ignore[misc]
+        self._deleted = int(meta.get("count_deleted", 0))
+        return index, ""
+
+    def _replay(self, index: Index) -> tuple[Index | None, str]:
+        record = self._store.snapshot
+        assert record is not None
+        try:
+            for keys, vectors in self._store.vectors(newer_than=record.version):
+                self._add(index, keys, vectors)
+            removed = self._store.removed_since(record.version)
+            if removed:
+                self._deleted += _count_removed(index.remove(np.asarray(removed, dtype=np.uint64)))
+        except (RuntimeError, ValueError) as exc:
+            log.warning("snapshot replay failed", shard=self.number, error=str(exc))
+            return None, "inconsistent"
+        live = np.fromiter(self._catalog, dtype=np.uint64, count=len(self._catalog))
+        if len(index) != len(live) or (len(live) and not bool(np.all(index.contains(live)))):
+            log.warning("snapshot disagrees with the store", shard=self.number, graph=len(index), store=len(live))
+            return None, "inconsistent"
+        return index, ""
+
+    def _build(self, dim: int, conn: sqlite3.Connection | None = None) -> Index:
+        index = self._new_index(dim)
+        for keys, vectors in self._store.vectors(conn):
+            self._add(index, keys, vectors)
+        return index
+
+    def _remove_stale_snapshots(self) -> None:
+        current = self._store.snapshot.file if self._store.snapshot else None
+        for path in self.directory.glob(_SNAPSHOT_PREFIX + "*"):
+            if path.name != current:
+                path.unlink(missing_ok=True)
+
+    # --- writes ------------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ShardUnavailableError(f"shard {self.number} is closed")
+
+    def upsert(self, model_id: str, items: Sequence[Item]) -> UpsertResult:
+        """Insert or replace `items` by id in one commit; bad items are refused one by one with a reason.
+
+        A later item with the same id as an earlier one in the batch wins. Raises PreconditionError when
+        `model_id` is not the shard's. Returns after the commit (fsync) and the graph update.
+        """
+        self._check_open()
+        if not model_id:
+            raise InvalidArgumentError("model_id is empty")
+        errors: list[str | None] = [None] * len(items)
+        started = time.perf_counter()
+        with self._write_lock:
+            self._check_open()
+            if self._store.model_id and model_id != self._store.model_id:
+                raise PreconditionError(
+                    f"shard {self.number} holds vectors of model {self._store.model_id!r}, not {model_id!r}"
+                )
+            dim = self.dim
+            accepted: dict[str, Item] = {}
+            for position, item in enumerate(items):
+                try:
+                    check_id(item.id)
+                    check_modality(item.modality, allow_unspecified=False)
+                    check_vector(item.vector, dim)
+                    check_metadata(item.metadata, item.tags, self.settings.max_metadata_bytes)
+                except InvalidArgumentError as exc:
+                    errors[position] = str(exc)
+                    continue
+                dim = dim or int(item.vector.shape[0])
+                accepted.pop(item.id, None)
+                accepted[item.id] = item
+            if not accepted:
+                return UpsertResult(errors, self._store.version)
+            rows = list(accepted.values())
+            version, keys, replaced = self._store.upsert(model_id, dim, rows)
+            entries = {
+                key: Entry(row.id, row.modality, dict(row.metadata), tuple(row.tags), version)
+                for key, row in zip(keys, rows, strict=True)
+            }
+            vectors = np.stack([row.vector for row in rows])
+            self._apply(version, dim, np.asarray(keys, dtype=np.uint64), vectors, entries, replaced)
+        metrics.WRITE_SECONDS.labels(self._label, "upsert").observe(time.perf_counter() - started)
+        return UpsertResult(errors, version)
+
+    def delete(self, ids: Sequence[str]) -> tuple[int, int]:
+        """Delete `ids` (absent ones are ignored); (how many existed, store version after)."""
+        self._check_open()
+        for item_id in ids:
+            check_id(item_id)
+        started = time.perf_counter()
+        with self._write_lock:
+            self._check_open()
+            version, keys = self._store.delete(ids)
+            if keys:
+                self._apply(version, self.dim, None, None, {}, keys)
+        metrics.WRITE_SECONDS.labels(self._label, "delete").observe(time.perf_counter() - started)
+        return len(keys), version
+
+    def _apply(
+        self,
+        version: int,
+        dim: int,
+        keys: np.ndarray | None,
+        vectors: np.ndarray | None,
+        entries: dict[int, Entry],
+        removed: Sequence[int],
+    ) -> None:
+        """Bring graph and catalog to `version` after its commit (caller holds `_write_lock`)."""
+        with self._index_lock:
+            try:
+                if self._index is None:
+                    self._index = self._new_index(dim)
+                if removed:
+                    self._deleted += _count_removed(self._index.remove(np.asarray(removed, dtype=np.uint64)))
+                    for key in removed:
+                        self._catalog.remove(key)
+                if keys is not None and vectors is not None and len(keys):
+                    self._add(self._index, keys, vectors)
+                    for key, entry in entries.items():
+                        self._catalog.add(key, entry)
+                self._applied_version = version
+                self._memory_bytes = int(self._index.memory_usage)
+            except BaseException:
+                # The commit stands (it is durable); the graph no longer matches it, so searches must
+                # not trust it for long: the next maintenance pass rebuilds it from the store.
+                self._needs_rebuild = True
+                log.exception("graph update failed after commit; a rebuild is scheduled", shard=self.number)
+                raise
+        self._publish()
+
+    # --- reads -------------------------------------------------------------------------------
+
+    def get(self, ids: Sequence[str], include_vectors: bool) -> tuple[list[StoredItem], list[str]]:
+        """The stored items among `ids` in request order (each once), and the ids that are absent."""
+        self._check_open()
+        for item_id in ids:
+            check_id(item_id)
+        found = self._store.get(ids, include_vectors)
+        items: list[StoredItem] = []
+        missing: list[str] = []
+        for item_id in dict.fromkeys(ids):
+            item = found.get(item_id)
+            if item is None:
+                missing.append(item_id)
+            else:
+                items.append(item)
+        return items, missing
+
+    def search(self, query: SearchQuery) -> SearchResult:
+        """The top-K live items by cosine similarity that pass the query's filter, best first."""
+        self._check_open()
+        if query.k < 1:
+            raise InvalidArgumentError("k must be at least 1")
+        if query.model_id and self._store.model_id and query.model_id != self._store.model_id:
+            raise PreconditionError(
+                f"shard {self.number} holds vectors of model {self._store.model_id!r}, not {query.model_id!r}"
+            )
+        check_vector(query.vector, self.dim, "query vector")
+        vector = _normalise(query.vector)
+        started = time.perf_counter()
+        rerank = self.settings.dtype in _RERANKED_DTYPES
+        inner = dataclasses.replace(query, k=query.k * _RERANK_FACTOR) if rerank else query
+        with self._index_lock:
+            self._check_open()
+            found, examined = self._search_locked(vector, inner)
+        vectors: dict[int, np.ndarray] = {}
+        if (query.include_vectors or rerank) and found:
+            vectors = self._store.vectors_by_key(key for key, _, _ in found)
+            # Deleted or replaced between the graph search and the vector read: it is gone now.
+            found = [f for f in found if f[0] in vectors]
+        if rerank:
+            exact = [(key, 1.0 - _cosine(vectors[key], vector), entry) for key, _, entry in found]
+            found = sorted(exact, key=lambda f: f[1])[: query.k]
+        hits = []
+        for key, distance, entry in found:
+            score = min(1.0, max(-1.0, 1.0 - float(distance)))
+            vector_out = vectors.get(key) if query.include_vectors else None
+            hits.append(Hit(entry.id, score, entry.modality, entry.metadata, entry.tags, vector_out))
+        metrics.SEARCH_SECONDS.labels(self._label).observe(time.perf_counter() - started)
+        metrics.SEARCH_EXAMINED.labels(self._label).observe(examined)
+        return SearchResult(hits, examined)
+
+    def _search_locked(self, vector: np.ndarray, query: SearchQuery) -> tuple[list[Found], int]:
+        """Pick a strategy for the query's filter and run it; the caller holds `_index_lock`.
+
+        - No filter: one graph search (or one exhaustive one when `exact`).
+        - A filter whose narrowest part (by the catalog's posting lists) lists few keys: brute force
+          over those keys. Cost ~ m vector reads, against ~ k * n / m graph candidates for the
+          over-fetch below. A vector read (~10-20 us, one USearch `get` row) costs about what a graph
+          candidate does, so the two break even near m * m = k * n; brute force is exact, though,
+          and a deep over-fetch is not (recall@10 0.90 at 1% of 200k), so the default factor of 4
+          brute-forces up to m * m <= 4 * k * n: filters matching up to ~2.8k items at n = 200k.
+        - Otherwise: over-fetch from the graph by the filter's estimated selectivity, check each
+          candidate against the filter, and widen until K pass; past _EXHAUSTIVE_SHARE of the shard,
+          one exhaustive pass in distance order (HNSW may not reach every node; brute force does).
+        """
+        index = self._index
+        total = len(self._catalog)
+        if index is None or total == 0:
+            return [], 0
+        k, flt, catalog = query.k, query.filter, self._catalog
+        if flt.is_empty:
+            matches = index.search(vector, min(k, total), exact=query.exact, threads=1)
+            found = []
+            for raw_key, dist in zip(matches.keys, matches.distances, strict=True):
+                entry = catalog.get(int(raw_key))
+                if entry is not None:
+                    found.append((int(raw_key), float(dist), entry))
+            return found, len(matches.keys)
+        narrowest = catalog.narrowest(flt)
+        bound = total if narrowest is None else min(total, narrowest[0])
+        if narrowest is not None and bound * bound <= self.settings.brute_force_factor * k * total:
+            return self._brute_force_locked(index, vector, query, narrowest[1]())
+        if query.exact:
+            return self._exhaustive_locked(index, vector, query, total, 0)
+
+        expected_rate = bound / total
+        count = min(total, max(k * self.settings.filter_overfetch, k + 16, math.ceil(k / expected_rate * 1.5)))
+        seen: set[int] = set()
+        candidates: list[Found] = []
+        while True:
+            if count >= total * _EXHAUSTIVE_SHARE:
+                return self._exhaustive_locked(index, vector, query, total, len(seen))
+            matches = index.search(vector, count, threads=1)
+            for raw_key, dist in zip(matches.keys, matches.distances, strict=True):
+                key = int(raw_key)
+                if key in seen:
+                    continue
+                seen.add(key)
+                entry = catalog.get(key)
+                if entry is not None and flt.matches(entry):
+                    candidates.append((key, float(dist), entry))
+            if len(candidates) >= k:
+                break
+            # Widen by the selectivity seen so far, with headroom, and at least double each round.
+            rate = len(candidates) / max(len(seen), 1)
+            needed = math.ceil(k / rate * 1.5) if rate > 0 else count * 8
+            count = min(total, max(count * 2, needed))
+        candidates.sort(key=lambda c: c[1])
+        return candidates[:k], len(seen)
+
+    def _brute_force_locked(
+        self, index: Index, vector: np.ndarray, query: SearchQuery, listed: Iterable[int]
+    ) -> tuple[list[Found], int]:
+        """Exact distances to the listed keys that pass the filter (holds `_index_lock`)."""
+        catalog, flt = self._catalog, query.filter
+        examined = 0
+        keys: list[int] = []
+        for key in listed:
+            examined += 1
+            entry = catalog.get(key)
+            if entry is not None and flt.matches(entry):
+                keys.append(key)
+        if not keys:
+            return [], examined
+        # Many keys come back as a tuple of rows; every key here is live, so none of them is None.
+        rows = index.get(np.asarray(keys, dtype=np.uint64), dtype="f32")
+        stored = np.stack(cast(tuple[np.ndarray, ...], rows))
+        similarity = stored @ vector
+        if _METRICS[self.settings.dtype] == MetricKind.Cos:
+            similarity = similarity / np.linalg.norm(stored, axis=1)
+        distances = 1.0 - similarity
+        order = np.argsort(distances, kind="stable")[: query.k]
+        found = []
+        for i in order:
+            entry = catalog.get(keys[i])
+            assert entry is not None
+            found.append((keys[i], float(distances[i]), entry))
+        return found, examined
+
+    def _exhaustive_locked(
+        self, index: Index, vector: np.ndarray, query: SearchQuery, total: int, examined_before: int
+    ) -> tuple[list[Found], int]:
+        """Brute force over every entry in distance order until K pass the filter (holds `_index_lock`)."""
+        matches = index.search(vector, total, exact=True, threads=1)
+        found: list[Found] = []
+        examined = 0
+        catalog, flt, k = self._catalog, query.filter, query.k
+        for raw_key, dist in zip(matches.keys, matches.distances, strict=True):
+            examined += 1
+            entry = catalog.get(int(raw_key))
+            if entry is not None and flt.matches(entry):
+                found.append((int(raw_key), float(dist), entry))
+                if len(found) == k:
+                    break
+        return found, examined_before + examined
+
+    # --- snapshots, compaction, stats ---------------------------------------------------------
+
+    def snapshot_age(self) -> float:
+        """Seconds since the latest snapshot was written, or -1 when there is none."""
+        record = self._store.snapshot
+        return -1.0 if record is None else max(0.0, time.time() - record.created_at)
+
+    def snapshot(self, force: bool = True) -> tuple[int, float] | None:
+        """Write a snapshot now (or only when there are changes, if not `force`); (version, seconds)."""
+        self._check_open()
+        with self._maintenance_lock:
+            return self._snapshot_locked(force)
+
+    def _snapshot_locked(self, force: bool) -> tuple[int, float] | None:
+        started = time.perf_counter()
+        with self._index_lock:
+            if self._index is None or self._needs_rebuild:
+                return None
+            version = self._applied_version
+            record = self._store.snapshot
+            if not force and not self._snapshot_stale and record is not None and record.version == version:
+                return None
+            data = self._index.save()
+        assert data is not None
+        # A fresh name per snapshot: the recorded file is never overwritten, even at the same version.
+        name = f"{_SNAPSHOT_PREFIX}{version:016d}-{time.time_ns()}{_SNAPSHOT_SUFFIX}"
+        tmp = self.directory / (name + ".tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.directory / name)
+        _fsync_dir(self.directory)
+        crc, size = zlib.crc32(data), len(data)
+        del data
+        with self._write_lock:
+            self._store.record_snapshot(SnapshotRecord(name, version, size, crc, time.time()))
+        self._snapshot_stale = False
+        self._remove_stale_snapshots()
+        seconds = time.perf_counter() - started
+        metrics.SNAPSHOT_SECONDS.labels(self._label).observe(seconds)
+        log.info("snapshot written", shard=self.number, version=version, bytes=size, seconds=round(seconds, 3))
+        return version, seconds
+
+    def should_compact(self) -> bool:
+        """Whether deleted entries make up enough of the graph to rebuild it."""
+        live = len(self._catalog)
+        deleted = self._deleted
+        return deleted >= self.settings.compact_min_deleted and deleted >= self.settings.compact_ratio * (
+            live + deleted
+        )
+
+    def compact(self, reason: str = "compaction") -> bool:
+        """Rebuild the graph from the store while searches and writes go on, then swap it in."""
+        self._check_open()
+        with self._maintenance_lock:
+            dim = self.dim
+            if not dim:
+                return False
+            started = time.perf_counter()
+            with self._store.consistent_read() as conn:
+                base_version = self._store.read_version(conn)
+                index = self._build(dim, conn)
+            with self._write_lock:
+                # No commit can happen now: replay what was committed while the graph was built.
+                for keys, vectors in self._store.vectors(newer_than=base_version):
+                    self._add(index, keys, vectors)
+                removed = self._store.removed_since(base_version)
+                deleted = _count_removed(index.remove(np.asarray(removed, dtype=np.uint64))) if removed else 0
+                catalog = self._catalog
+                if self._needs_rebuild:
+                    # A failed graph update may have left the catalog half-updated too.
+                    catalog = Catalog()
+                    for key, entry in self._store.entries():
+                        catalog.add(key, entry)
+                with self._index_lock:
+                    self._index = index
+                    self._catalog = catalog
+                    self._deleted = deleted
+                    self._applied_version = self._store.version
+                    self._memory_bytes = int(index.memory_usage)
+                    self._needs_rebuild = False
+            metrics.REBUILDS.labels(self._label, reason).inc()
+            log.info(
+                "graph rebuilt",
+                shard=self.number,
+                reason=reason,
+                items=len(index),
+                seconds=round(time.perf_counter() - started, 3),
+            )
+            self._publish()
+            # The old snapshot still carries the tombstones; a fresh one makes the next start lean.
+            self._snapshot_locked(force=True)
+        return True
+
+    def maintain(self) -> None:
+        """One maintenance pass: rebuild if needed, compact if worthwhile, snapshot if due."""
+        if self._closed:
+            return
+        if self._needs_rebuild:
+            self.compact("recovery")
+        elif self.should_compact():
+            self.compact()
+        elif self.snapshot_due():
+            self.snapshot(force=False)
+
+    def snapshot_due(self) -> bool:
+        """Whether there are changes since the latest snapshot and the snapshot interval has passed."""
+        record = self._store.snapshot
+        if self._index is None:
+            return False
+        if self._snapshot_stale:
+            return True
+        if record is not None and record.version == self._applied_version:
+            return False
+        age = self.snapshot_age() if record is not None else time.monotonic() - self._opened_at
+        return age >= self.settings.snapshot_interval_seconds
+
+    def stats(self) -> ShardStats:
+        """Counts, memory and snapshot state."""
+        record = self._store.snapshot
+        return ShardStats(
+            shard=self.number,
+            count=len(self._catalog),
+            deleted=self._deleted,
+            memory_bytes=self._memory_bytes,
+            snapshot_age_seconds=self.snapshot_age(),
+            snapshot_version=record.version if record else 0,
+            version=self._store.version,
+            model_id=self._store.model_id,
+            dim=self.dim,
+            dtype=self.settings.dtype,
+        )
+
+    def _publish(self) -> None:
+        metrics.VECTORS.labels(self._label).set(len(self._catalog))
+        metrics.DELETED.labels(self._label).set(self._deleted)
+        metrics.MEMORY.labels(self._label).set(self._memory_bytes)
+        metrics.VERSION.labels(self._label).set(self._store.version)
+
+    def close(self, snapshot: bool = True) -> None:
+        """Write a final snapshot if there are changes (when asked), then release the store and directory."""
+        if self._closed:
+            return
+        if snapshot:
+            try:
+                self.snapshot(force=False)
+            except Exception:
+                log.exception("final snapshot failed; the next start replays from the store", shard=self.number)
+        with self._maintenance_lock, self._write_lock, self._index_lock:
+            self._closed = True
+            self._index = None
+            self._catalog = Catalog()
+            self._store.close()
+            self._lock_file.close()
