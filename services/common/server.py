@@ -35,6 +35,7 @@ class Service(Protocol):
     """What a crossmodal service provides to the shared bootstrap."""
 
     name: str
+    # Optional: a service may also define `interceptors`, a sequence of extra grpc.aio.ServerInterceptor.
 
     def register(self, server: grpc.aio.Server) -> Sequence[str]:
         """Add servicers to `server`; return the full names of the gRPC services added."""
@@ -74,7 +75,8 @@ class RunningServer:
 
 async def start_server(service: Service, config: ServerConfig) -> RunningServer:
     """Build, bind and start the gRPC server for `service`; health starts as NOT_SERVING."""
-    interceptors: list[grpc.aio.ServerInterceptor] = [ObservabilityInterceptor()]
+    # Observability runs first so calls refused by a service's own interceptors are counted and logged.
+    interceptors: list[grpc.aio.ServerInterceptor] = [ObservabilityInterceptor(), *getattr(service, "interceptors", ())]
     if config.fault_delay_ms and config.fault_methods:
         log.warning("fault injection enabled", delay_ms=config.fault_delay_ms, methods=config.fault_methods)
         interceptors.append(FaultInjectionInterceptor(config.fault_delay_ms, config.fault_methods))

@@ -1,0 +1,81 @@
+"""The image half of the encoder: size checks, safe decoding, CLIP preprocessing and the image tower."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import numpy as np
+import structlog
+from PIL import Image
+
+from crossmodal.bundle import ImageInputError, ModelBundle, decode_image, preprocess_image
+from crossmodal.v1 import encoder_pb2
+from services.common.encoder import Prepared
+
+log = structlog.get_logger("encoder_image")
+
+
+def _warmup_images() -> list[bytes]:
+    gradient = np.linspace(0, 255, 320 * 240 * 3, dtype=np.float64).reshape(240, 320, 3).astype(np.uint8)
+    out = []
+    for fmt in ("JPEG", "PNG"):
+        buf = io.BytesIO()
+        Image.fromarray(gradient, "RGB").save(buf, format=fmt)
+        out.append(buf.getvalue())
+    return out
+
+
+class ImageTower:
+    """Checks, decodes and preprocesses images, and runs the bundle's image tower."""
+
+    name = "image"
+    content_field = "image"
+    # One image per pool task, so that the images of one request decode in parallel.
+    preprocess_chunk = 1
+
+    def __init__(self, bundle: ModelBundle, max_bytes: int, max_pixels: int) -> None:
+        self._bundle = bundle
+        self._cfg = bundle.image_config
+        self._max_bytes = max_bytes
+        self._max_pixels = max_pixels
+        # Pillow's own bomb guard is a process-wide default of ~89 M pixels; ours is configured
+        # and checked first, so make Pillow's agree instead of refusing images we accept.
+        Image.MAX_IMAGE_PIXELS = max_pixels
+
+    def check(self, content: bytes) -> str | None:
+        """Reject empty and oversized inputs before they reach the worker pool."""
+        if not content:
+            return "the image is empty (0 bytes); send the encoded file's bytes"
+        if len(content) > self._max_bytes:
+            return (
+                f"the image is {len(content)} bytes, over the limit of {self._max_bytes} bytes "
+                "(CROSSMODAL_ENCODER_MAX_IMAGE_BYTES); send a smaller or more compressed file"
+            )
+        return None
+
+    def prepare(self, contents: Sequence[bytes]) -> list[Prepared | str]:
+        """Decode each image within the limits and preprocess it as the model was trained."""
+        out: list[Prepared | str] = []
+        for data in contents:
+            try:
+                img = decode_image(data, max_bytes=self._max_bytes, max_pixels=self._max_pixels)
+                out.append(Prepared(preprocess_image(img, self._cfg)))
+            except ImageInputError as exc:
+                out.append(exc.reason)
+            except Exception as exc:  # hostile files reach odd corners of the decoders; never fail the batch
+                log.warning("image decoding failed unexpectedly", error=repr(exc))
+                out.append(f"the image cannot be decoded ({type(exc).__name__}: {exc})")
+        return out
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Run the image tower on preprocessed pixels (n, 3, H, W)."""
+        return self._bundle.encode_pixels(batch)
+
+    def warmup_contents(self) -> list[bytes]:
+        """A JPEG and a PNG, to load the decoders before the first request."""
+        return _warmup_images()
+
+    def describe(self, info: encoder_pb2.GetModelInfoResponse) -> None:
+        """Report the input image size."""
+        info.image_size = self._cfg.height

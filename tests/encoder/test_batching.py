@@ -1,0 +1,260 @@
+"""Unit tests of the dynamic batcher, with a plain function as the batch function."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.common.batching import BatcherClosedError, DynamicBatcher, QueueFullError
+
+# Long enough that a batch never goes out on time in these tests: only a full batch, or items
+# that waited their turn behind a running batch, make one.
+FOREVER = 3600.0
+
+
+class Recorder:
+    """A batch function that doubles its inputs and records every batch it ran."""
+
+    def __init__(self, fail_on: int | None = None) -> None:
+        self.batches: list[list[int]] = []
+        self.fail_on = fail_on
+
+    def __call__(self, items: list[int]) -> list[int]:
+        self.batches.append(list(items))
+        if self.fail_on is not None and self.fail_on in items:
+            raise RuntimeError(f"cannot encode {self.fail_on}")
+        return [2 * x for x in items]
+
+
+class Observed:
+    """A BatchObserver that keeps what it is told."""
+
+    def __init__(self) -> None:
+        self.depths: list[int] = []
+        self.sizes: list[int] = []
+
+    def queue_depth(self, items: int) -> None:
+        """Keep the depth."""
+        self.depths.append(items)
+
+    def batch_done(self, size: int, seconds: float, waited: Sequence[float]) -> None:
+        """Keep the batch size."""
+        assert seconds >= 0 and len(waited) == size
+        self.sizes.append(size)
+
+
+async def submit(batcher: DynamicBatcher[int, int], items: list[int]) -> list[int | BaseException]:
+    """Admit and submit `items` as one caller would."""
+    with batcher.admit(len(items)) as admission:
+        return await admission.submit(items)
+
+
+def test_concurrent_callers_share_one_batch() -> None:
+    run, observed = Recorder(), Observed()
+
+    async def main() -> list[list[int | BaseException]]:
+        batcher = DynamicBatcher(run, max_batch=4, max_wait_s=FOREVER, queue_size=16, observer=observed)
+        batcher.start()
+        try:
+            return await asyncio.gather(*(submit(batcher, [i]) for i in range(4)))
+        finally:
+            await batcher.close()
+
+    assert asyncio.run(main()) == [[0], [2], [4], [6]]
+    assert run.batches == [[0, 1, 2, 3]]
+    assert observed.sizes == [4]
+    assert observed.depths[-1] == 0 and max(observed.depths) == 4
+
+
+def test_a_large_request_is_split_into_batches_in_order() -> None:
+    run = Recorder()
+
+    async def main() -> list[int | BaseException]:
+        batcher = DynamicBatcher(run, max_batch=4, max_wait_s=0.0, queue_size=16)
+        batcher.start()
+        try:
+            return await submit(batcher, list(range(10)))
+        finally:
+            await batcher.close()
+
+    assert asyncio.run(main()) == [2 * i for i in range(10)]
+    assert run.batches == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+
+def test_a_partial_batch_goes_out_after_max_wait() -> None:
+    run = Recorder()
+
+    async def main() -> list[int | BaseException]:
+        batcher = DynamicBatcher(run, max_batch=64, max_wait_s=0.01, queue_size=64)
+        batcher.start()
+        try:
+            return await submit(batcher, [1, 2, 3])
+        finally:
+            await batcher.close()
+
+    assert asyncio.run(main()) == [2, 4, 6]
+    assert run.batches == [[1, 2, 3]]
+
+
+def test_items_arriving_during_a_batch_form_the_next_one() -> None:
+    started, release = threading.Event(), threading.Event()
+    batches: list[list[int]] = []
+
+    def slow(items: list[int]) -> list[int]:
+        batches.append(list(items))
+        started.set()
+        release.wait(30)
+        return items
+
+    async def main() -> None:
+        batcher = DynamicBatcher(slow, max_batch=8, max_wait_s=0.0, queue_size=16)
+        batcher.start()
+        first = asyncio.create_task(submit(batcher, [0]))
+        await asyncio.to_thread(started.wait, 30)
+        # The first batch is running: these three queue behind it and go out together.
+        rest = [asyncio.create_task(submit(batcher, [i])) for i in (1, 2, 3)]
+        await asyncio.sleep(0)
+        release.set()
+        await asyncio.gather(first, *rest)
+        await batcher.close()
+
+    asyncio.run(main())
+    assert batches == [[0], [1, 2, 3]]
+
+
+def test_a_full_queue_refuses_at_once_and_keeps_its_count() -> None:
+    async def main() -> None:
+        batcher = DynamicBatcher(Recorder(), max_batch=4, max_wait_s=FOREVER, queue_size=5)
+        batcher.start()
+        held = batcher.admit(3)
+        with pytest.raises(QueueFullError) as info:
+            batcher.admit(3)
+        assert "3 of 5 queue slots are taken" in str(info.value)
+        with pytest.raises(QueueFullError) as info:
+            batcher.admit(6)
+        assert "exceed the whole queue (5 items)" in str(info.value)
+        assert batcher.queued == 3
+        held.release(3)
+        assert batcher.queued == 0
+        batcher.admit(5).release(5)
+        await batcher.close()
+
+    asyncio.run(main())
+
+
+def test_unsubmitted_slots_are_released_on_exit() -> None:
+    run = Recorder()
+
+    async def main() -> list[int | BaseException]:
+        batcher = DynamicBatcher(run, max_batch=2, max_wait_s=FOREVER, queue_size=3)
+        batcher.start()
+        with batcher.admit(3) as admission:
+            admission.release(1)  # e.g. an item that failed preprocessing
+            out = await admission.submit([5, 6])
+        assert batcher.queued == 0
+        await batcher.close()
+        return out
+
+    assert asyncio.run(main()) == [10, 12]
+    assert run.batches == [[5, 6]]
+
+
+def test_a_failed_batch_fails_only_its_own_items() -> None:
+    run = Recorder(fail_on=3)
+
+    async def main() -> list[int | BaseException]:
+        batcher = DynamicBatcher(run, max_batch=2, max_wait_s=0.0, queue_size=8)
+        batcher.start()
+        try:
+            return await submit(batcher, [1, 2, 3, 4, 5])
+        finally:
+            await batcher.close()
+
+    out = asyncio.run(main())
+    assert out[:2] == [2, 4] and out[4] == 10
+    assert all(isinstance(x, RuntimeError) and "cannot encode 3" in str(x) for x in out[2:4])
+
+
+def test_a_cancelled_caller_withdraws_its_items() -> None:
+    run, observed = Recorder(), Observed()
+
+    async def main() -> None:
+        batcher = DynamicBatcher(run, max_batch=4, max_wait_s=FOREVER, queue_size=4, observer=observed)
+        batcher.start()
+        waiting = asyncio.create_task(submit(batcher, [1, 2, 3]))
+        while batcher.queued != 3 or not observed.depths:
+            await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert batcher.queued == 0
+        # The withdrawn items left room: a full batch of new ones runs alone.
+        assert await submit(batcher, [7, 8, 9, 10]) == [14, 16, 18, 20]
+        await batcher.close()
+
+    asyncio.run(main())
+    assert run.batches == [[7, 8, 9, 10]]
+
+
+def test_close_fails_waiting_items_and_refuses_new_ones() -> None:
+    async def main() -> None:
+        batcher = DynamicBatcher(Recorder(), max_batch=4, max_wait_s=FOREVER, queue_size=4)
+        batcher.start()
+        waiting = asyncio.create_task(submit(batcher, [1]))
+        while batcher.queued == 0:
+            await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        await batcher.close()
+        out = await waiting
+        assert isinstance(out[0], BatcherClosedError)
+        with pytest.raises(BatcherClosedError):
+            batcher.admit(1)
+
+    asyncio.run(main())
+
+
+def test_a_batch_function_returning_the_wrong_count_is_an_error() -> None:
+    async def main() -> list[int | BaseException]:
+        batcher: DynamicBatcher[int, int] = DynamicBatcher(
+            lambda xs: xs[:-1], max_batch=4, max_wait_s=0.0, queue_size=4
+        )
+        batcher.start()
+        try:
+            return await submit(batcher, [1, 2])
+        finally:
+            await batcher.close()
+
+    out = asyncio.run(main())
+    assert all(isinstance(x, RuntimeError) and "returned 1 results for 2 items" in str(x) for x in out)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    requests=st.lists(st.integers(min_value=1, max_value=12), min_size=1, max_size=12),
+    max_batch=st.integers(min_value=1, max_value=9),
+)
+def test_every_item_gets_its_own_result_in_batches_within_the_limit(requests: list[int], max_batch: int) -> None:
+    run = Recorder()
+
+    async def main() -> list[list[int | BaseException]]:
+        batcher = DynamicBatcher(run, max_batch=max_batch, max_wait_s=0.001, queue_size=sum(requests))
+        batcher.start()
+        starts = [sum(requests[:i]) for i in range(len(requests))]
+        try:
+            return await asyncio.gather(
+                *(submit(batcher, list(range(s, s + n))) for s, n in zip(starts, requests, strict=True))
+            )
+        finally:
+            await batcher.close()
+
+    out = asyncio.run(main())
+    flat = [x for chunk in out for x in chunk]
+    assert flat == [2 * i for i in range(sum(requests))]
+    assert all(1 <= len(b) <= max_batch for b in run.batches)
+    assert sorted(x for b in run.batches for x in b) == list(range(sum(requests)))
