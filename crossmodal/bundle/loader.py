@@ -77,8 +77,14 @@ def _read_verified(bundle_dir: Path, name: str, manifest: Manifest) -> bytes:
     return data
 
 
+# Reports that may sit beside a bundle's model files (they describe it but are not loaded by it).
+DOCUMENTATION_FILES = frozenset({"README.md", "QUALITY.md", "quality.json"})
+
+
 def verify_bundle(path: str | Path) -> Manifest:
     """Check every file the manifest lists (presence, size, sha256) and that no unlisted file is present.
+
+    The reports in DOCUMENTATION_FILES (the quality report of the default model) are allowed beside it.
 
     :meth:`ModelBundle.open` checks only the files it loads; this is the full check for CI and
     for publishing a bundle.
@@ -87,7 +93,8 @@ def verify_bundle(path: str | Path) -> Manifest:
     manifest = Manifest.load(bundle_dir)
     for name in sorted(manifest.files):
         _read_verified(bundle_dir, name, manifest)
-    extra = sorted(p.name for p in bundle_dir.iterdir() if p.name not in manifest.files and p.name != "model.json")
+    extra = sorted(p.name for p in bundle_dir.iterdir()
+                   if p.name not in manifest.files and p.name != "model.json" and p.name not in DOCUMENTATION_FILES)
     if extra:
         raise BundleError(f"files not listed in model.json: {extra}", path=str(bundle_dir))
     return manifest

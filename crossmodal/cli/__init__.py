@@ -13,6 +13,9 @@ from collections.abc import Sequence
 COMMAND_MODULES: tuple[str, ...] = (
     "crossmodal.cli.config_table",
     "crossmodal.cli.export_model",
+    "crossmodal.cli.make_gallery",
+    "crossmodal.cli.train_demo_model",
+    "crossmodal.cli.eval_model",
 )
 
 

@@ -1,0 +1,34 @@
+"""The settings of a demo-model training run (no torch here, so the CLI parser stays light)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from crossmodal.train.model import DemoArchitecture
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a training run; equal configs give equal models."""
+
+    out_dir: str
+    steps: int = 640
+    batch_size: int = 256
+    scenes: int = 32000
+    twin_fraction: float = 0.6
+    lr: float = 2e-3
+    min_lr: float = 1e-5
+    warmup_steps: int = 60
+    weight_decay: float = 0.1
+    seed: int = 0
+    threads: int = 2
+    workers: int = 2
+    device: str = "cpu"
+    checkpoint_every: int = 100
+    cache_dir: str | None = ".cache/demo-scenes"
+    arch: dict[str, Any] = field(default_factory=dict)  # DemoArchitecture overrides
+
+    def architecture(self, vocab_size: int) -> DemoArchitecture:
+        """Return the model architecture for a tokenizer of `vocab_size` tokens."""
+        return DemoArchitecture(vocab_size=vocab_size, **self.arch)
