@@ -11,6 +11,11 @@ from collections.abc import Sequence
 # Modules keep heavy imports (torch, open_clip) inside their handlers so that
 # `crossmodal --help` and the serving commands never load them.
 COMMAND_MODULES: tuple[str, ...] = (
+    "crossmodal.cli.up",
+    "crossmodal.cli.ingest",
+    "crossmodal.cli.search",
+    "crossmodal.cli.stats",
+    "crossmodal.cli.demo",
     "crossmodal.cli.config_table",
     "crossmodal.cli.export_model",
     "crossmodal.cli.make_gallery",

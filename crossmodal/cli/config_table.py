@@ -21,10 +21,10 @@ SECTIONS: tuple[tuple[str, str, str], ...] = (
 
 
 def _config_classes() -> list[tuple[str, type]]:
-    out = []
+    out: list[tuple[str, type]] = []
     for title, module, name in SECTIONS:
         cls = getattr(importlib.import_module(module), name, None)
-        if cls is not None and dataclasses.is_dataclass(cls):
+        if isinstance(cls, type) and dataclasses.is_dataclass(cls):
             out.append((title, cls))
     return out
 

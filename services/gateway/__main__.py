@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
+from services.common.entrypoint import service_main
 from services.gateway.config import DEFAULT_METRICS_PORT, DEFAULT_PORT, GatewayConfig
 from services.gateway.service import GatewayService
-from services.common.entrypoint import service_main
 
 
 def main() -> int:

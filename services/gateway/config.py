@@ -3,15 +3,122 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
-from services.common.config import ServerConfig
+from services.common.config import ConfigError, ServerConfig, setting
 
 DEFAULT_PORT = 50051
 DEFAULT_METRICS_PORT = 9100
 
 
+def parse_shard_map(spec: str) -> tuple[tuple[str, ...], ...]:
+    """Parse 'a:1,b:1;c:1' into ((replica, ...) per shard); shards by ';', replicas by ','."""
+    shards = []
+    for number, part in enumerate(spec.split(";")):
+        replicas = tuple(r.strip() for r in part.split(",") if r.strip())
+        if not replicas:
+            raise ConfigError(f"CROSSMODAL_GATEWAY_SHARDS: shard {number} has no replica address in {spec!r}")
+        for address in replicas:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit():
+                raise ConfigError(f"CROSSMODAL_GATEWAY_SHARDS: {address!r} is not host:port")
+        shards.append(replicas)
+    return tuple(shards)
+
+
 @dataclasses.dataclass(frozen=True)
 class GatewayConfig:
-    """Everything the gateway service reads from the environment."""
+    """Everything the gateway reads from the environment."""
 
     server: ServerConfig = dataclasses.field(default_factory=ServerConfig)
+    text_encoders: tuple[str, ...] = setting(
+        "GATEWAY_TEXT_ENCODERS",
+        ("127.0.0.1:50052",),
+        "Text encoder addresses (host:port, comma-separated); a call that gets UNAVAILABLE is retried on the next one.",
+    )
+    image_encoders: tuple[str, ...] = setting(
+        "GATEWAY_IMAGE_ENCODERS", ("127.0.0.1:50053",), "Image encoder addresses (host:port, comma-separated)."
+    )
+    shards: str = setting(
+        "GATEWAY_SHARDS",
+        "127.0.0.1:50054",
+        "Shard map: shards separated by ';', the replicas of a shard by ',' "
+        "(e.g. `idx-0-0:50054,idx-0-1:50054;idx-1-0:50054,idx-1-1:50054`). Shard n is the n-th entry; items are "
+        "routed by a stable hash of their id, so the number of shards must not change once data is stored.",
+    )
+    search_timeout_ms: int = setting(
+        "GATEWAY_SEARCH_TIMEOUT_MS",
+        2000,
+        "Deadline of one shard search when the caller set a longer one or "
+        "none; a shard that misses it is skipped and named in `partial_shards`.",
+        min=1,
+        max=600_000,
+    )
+    hedge_delay_ms: int = setting(
+        "GATEWAY_HEDGE_DELAY_MS",
+        100,
+        "After this long without an answer, a shard search is also sent to "
+        "another replica and the first answer wins (0 disables hedging).",
+        min=0,
+        max=600_000,
+    )
+    write_timeout_ms: int = setting(
+        "GATEWAY_WRITE_TIMEOUT_MS", 30_000, "Deadline of one upsert or delete on a replica.", min=1
+    )
+    encode_timeout_ms: int = setting("GATEWAY_ENCODE_TIMEOUT_MS", 30_000, "Deadline of one encoder call.", min=1)
+    default_k: int = setting("GATEWAY_DEFAULT_K", 10, "K when a search leaves it 0.", min=1)
+    max_k: int = setting("GATEWAY_MAX_K", 1000, "Largest K a search may ask for.", min=1)
+    max_text_chars: int = setting("GATEWAY_MAX_TEXT_CHARS", 2048, "Longest query or item text, in characters.", min=1)
+    max_image_bytes: int = setting(
+        "GATEWAY_MAX_IMAGE_BYTES", 20 * 1024 * 1024, "Largest query or item image, in bytes.", min=1
+    )
+    max_batch: int = setting("GATEWAY_MAX_BATCH", 1000, "Most ids in one Delete or Get.", min=1)
+    max_metadata_bytes: int = setting(
+        "GATEWAY_MAX_METADATA_BYTES", 4096, "Most bytes of metadata (keys, values, tags) per item.", min=0
+    )
+    ingest_batch: int = setting(
+        "GATEWAY_INGEST_BATCH", 32, "Items of an ingest stream encoded and written together.", min=1, max=1024
+    )
+    ingest_max_wait_ms: int = setting(
+        "GATEWAY_INGEST_MAX_WAIT_MS", 20, "How long a partial ingest batch waits for more items.", min=0
+    )
+    ingest_concurrency: int = setting(
+        "GATEWAY_INGEST_CONCURRENCY",
+        4,
+        "Ingest batches of one stream in flight at once (encode + write); "
+        "the stream stops reading while they are all busy (backpressure).",
+        min=1,
+        max=64,
+    )
+    api_keys_file: Path | None = setting(
+        "GATEWAY_API_KEYS_FILE",
+        None,
+        "File with one API key per line (`#` comments allowed); when set, "
+        "every call needs `authorization: Bearer <key>` (UNAUTHENTICATED otherwise).",
+    )
+    rate_limit_rps: float = setting(
+        "GATEWAY_RATE_LIMIT_RPS",
+        0.0,
+        "Calls per second allowed per API key (without keys, all callers share "
+        "one budget); excess calls get RESOURCE_EXHAUSTED at once. 0 disables the limit.",
+        min=0,
+    )
+    rate_limit_burst: int = setting(
+        "GATEWAY_RATE_LIMIT_BURST", 20, "Calls a key may make at once above its steady rate.", min=1
+    )
+
+    def __post_init__(self) -> None:
+        parse_shard_map(self.shards)
+        if not self.text_encoders or not self.image_encoders:
+            raise ConfigError(
+                "CROSSMODAL_GATEWAY_TEXT_ENCODERS and CROSSMODAL_GATEWAY_IMAGE_ENCODERS need at least one address each"
+            )
+        if self.api_keys_file is not None and not self.api_keys_file.is_file():
+            raise ConfigError(f"CROSSMODAL_GATEWAY_API_KEYS_FILE: no such file: {self.api_keys_file}")
+        if self.default_k > self.max_k:
+            raise ConfigError("CROSSMODAL_GATEWAY_DEFAULT_K must not exceed CROSSMODAL_GATEWAY_MAX_K")
+
+    @property
+    def shard_map(self) -> tuple[tuple[str, ...], ...]:
+        """The replica addresses of every shard, by shard number."""
+        return parse_shard_map(self.shards)

@@ -33,6 +33,13 @@ def _listed_services(channel: grpc.Channel) -> set[str]:
 @pytest.mark.parametrize("module", sorted(SERVICES))
 def test_service_process_serves_health_reflection_and_metrics(module: str, tmp_path: Path) -> None:
     env = {"CROSSMODAL_INDEX_DATA_DIR": str(tmp_path / "data")}
+    helpers: list[ServiceProcess] = []
+    if module == "services.gateway":
+        # The gateway is ready only once its encoders answer: give it real ones.
+        for name in ("services.encoder_text", "services.encoder_image"):
+            helpers.append(ServiceProcess(name, tmp_path / name, {}).wait_ready(timeout=120))
+        env.update(CROSSMODAL_GATEWAY_TEXT_ENCODERS=helpers[0].address,
+                   CROSSMODAL_GATEWAY_IMAGE_ENCODERS=helpers[1].address)
     proc = ServiceProcess(module, tmp_path, env)
     try:
         proc.wait_ready(timeout=120)
@@ -53,6 +60,8 @@ def test_service_process_serves_health_reflection_and_metrics(module: str, tmp_p
         assert '"event": "stopped"' in proc.log()
     finally:
         proc.close()
+        for helper in helpers:
+            helper.close()
 
 
 def test_sigterm_lets_the_in_flight_call_finish(tmp_path: Path) -> None:

@@ -1,0 +1,162 @@
+"""`crossmodal ingest`: stream folders of images and JSONL files into the gateway, resumably."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import hashlib
+import json
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from tqdm import tqdm
+
+from crossmodal.cli._common import IMAGE_SUFFIXES, add_connection_args, connect
+from crossmodal.client import Client, Item
+
+
+@dataclass(frozen=True)
+class Source:
+    """An item to send, read lazily."""
+
+    id: str
+    load: Callable[[], Item]
+
+
+def _metadata(record: dict[str, Any]) -> dict[str, str]:
+    return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in (record.get("metadata") or {}).items()}
+
+
+def _image_item(item_id: str, path: Path) -> Item:
+    return Item.from_image_file(item_id, path, {"path": str(path.resolve())})
+
+
+def discover(paths: Sequence[Path]) -> list[Source]:
+    """Every item under `paths`: image files found recursively, and the records of .jsonl files.
+
+    A JSONL record holds `id`, and `text`, or `path` (an image, relative to the file) with an optional
+    `caption`, which becomes a text item `<id>#caption`; `metadata` and `tags` are optional.
+    """
+    sources: list[Source] = []
+    for root in paths:
+        if root.is_dir():
+            for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()):
+                rel = path.relative_to(root).as_posix()
+                sources.append(Source(rel, functools.partial(_image_item, rel, path)))
+        elif root.suffix == ".jsonl":
+            for number, line in enumerate(root.read_text(encoding="utf-8").splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise SystemExit(f"{root}:{number}: not JSON: {exc}") from None
+                sources.extend(_from_record(root, number, record))
+        elif root.suffix.lower() in IMAGE_SUFFIXES and root.is_file():
+            sources.append(Source(root.name, functools.partial(_image_item, root.name, root)))
+        else:
+            raise SystemExit(f"{root}: not a folder, a .jsonl file or an image")
+    return sources
+
+
+def _from_record(root: Path, number: int, record: dict[str, Any]) -> list[Source]:
+    item_id = str(record.get("id") or record.get("path") or "")
+    if not item_id:
+        raise SystemExit(f"{root}:{number}: a record needs an `id` (or a `path`)")
+    meta = _metadata(record)
+    tags = tuple(str(t) for t in record.get("tags") or ())
+    out: list[Source] = []
+    if "path" in record:
+        image = (root.parent / record["path"]).resolve()
+        caption = record.get("caption")
+        image_meta = {**meta, "path": str(image), **({"caption": caption} if caption else {})}
+        out.append(Source(item_id, lambda: Item.from_image_file(item_id, image, image_meta, tags)))
+        if caption:
+            text_meta = {**meta, "text": caption, "image_id": item_id}
+            out.append(Source(f"{item_id}#caption",
+                              lambda: Item(f"{item_id}#caption", text=caption, metadata=text_meta, tags=tags)))
+    elif "text" in record:
+        text = str(record["text"])
+        out.append(Source(item_id, lambda: Item(item_id, text=text, metadata={**meta, "text": text}, tags=tags)))
+    else:
+        raise SystemExit(f"{root}:{number}: a record needs `text` or `path`")
+    return out
+
+
+def default_state_file(address: str, paths: Sequence[Path]) -> Path:
+    """Where acknowledged ids are remembered for this gateway and these inputs."""
+    key = hashlib.sha256("\n".join([address, *sorted(str(p.resolve()) for p in paths)]).encode()).hexdigest()[:16]
+    return Path.home() / ".cache" / "crossmodal" / "ingest" / f"{key}.acked"
+
+
+def run_ingest(client: Client, sources: Sequence[Source], state_file: Path, *, progress: bool = True,
+               out: Any = sys.stderr) -> tuple[int, int, Counter[str]]:
+    """Send what is not yet acknowledged; returns (sent, acknowledged, failure reasons)."""
+    state_file.parent.mkdir(parents=True, exist_ok=True)
+    done = set(state_file.read_text().splitlines()) if state_file.exists() else set()
+    todo = [s for s in sources if s.id not in done]
+    if done:
+        print(f"resuming: {len(sources) - len(todo)} of {len(sources)} items already acknowledged", file=out)
+    failures: Counter[str] = Counter()
+    examples: dict[str, str] = {}
+    acked = 0
+
+    def items() -> Iterator[Item]:
+        for source in todo:
+            try:
+                yield source.load()
+            except OSError as exc:
+                failures[f"unreadable file: {exc.strerror}"] += 1
+                bar.update(1)
+
+    bar = tqdm(total=len(todo), unit="item", disable=not progress, file=out, dynamic_ncols=True)
+    with state_file.open("a") as state:
+        for ack in client.ingest(items()):
+            bar.update(1)
+            if ack.ok:
+                acked += 1
+                state.write(ack.id + "\n")
+            else:
+                reason = f"{ack.code.name}: {ack.message}"
+                failures[reason] += 1
+                examples.setdefault(reason, ack.id)
+        state.flush()
+    bar.close()
+    return len(todo), acked, failures
+
+
+def _handler(args: argparse.Namespace) -> int:
+    sources = discover(args.paths)
+    state = args.state or default_state_file(args.address, args.paths)
+    if args.restart:
+        state.unlink(missing_ok=True)
+    with connect(args) as client:
+        try:
+            sent, acked, failures = run_ingest(client, sources, state, progress=not args.quiet)
+        except grpc.RpcError as exc:
+            print(f"ingest stopped: {exc.code().name}: {exc.details()} (run again to resume)",
+                  file=sys.stderr)
+            return 1
+    print(f"ingested {acked} of {sent} items sent ({len(sources)} found); state in {state}")
+    if failures:
+        print(f"{sum(failures.values())} items failed:")
+        for reason, count in failures.most_common():
+            print(f"  {count:>6}  {reason}")
+        return 1
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add the `ingest` subcommand."""
+    parser = subparsers.add_parser("ingest", help="ingest image folders and JSONL files (resumable)")
+    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image folders, images or .jsonl files")
+    parser.add_argument("--state", type=Path, help="file of acknowledged ids (default: under ~/.cache/crossmodal)")
+    parser.add_argument("--restart", action="store_true", help="forget earlier progress and send everything")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_connection_args(parser)
+    parser.set_defaults(func=_handler)

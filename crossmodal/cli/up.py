@@ -1,0 +1,64 @@
+"""`crossmodal up`: run the whole suite locally as processes until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from crossmodal.cluster import DEFAULT_BUNDLE, ClusterError, ClusterSpec, LocalCluster
+
+
+def add_cluster_args(parser: argparse.ArgumentParser, data_dir: str) -> None:
+    """Options describing a local cluster."""
+    parser.add_argument("--data-dir", type=Path, default=Path(data_dir), help=f"data and logs (default {data_dir})")
+    parser.add_argument("--shards", type=int, default=2, help="number of shards (default 2)")
+    parser.add_argument("--replicas", type=int, default=1, help="replicas per shard (default 1)")
+    parser.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE, help="model bundle directory")
+    parser.add_argument("--precision", choices=("fp32", "int8", "fp16"), default="fp32", help="bundle variant")
+    parser.add_argument("--port", type=int, default=50051, help="gateway port (0: any free port)")
+    parser.add_argument("--encoder-ports", type=int, nargs=2, default=(50052, 50053), metavar=("TEXT", "IMAGE"))
+    parser.add_argument("--index-base-port", type=int, default=50060, help="first shard port (0: free ports)")
+    parser.add_argument("--metrics-base-port", type=int, default=9100, help="first metrics port (0: free ports)")
+
+
+def spec_from(args: argparse.Namespace) -> ClusterSpec:
+    """The cluster the options describe."""
+    if args.shards < 1 or args.replicas < 1:
+        raise SystemExit("--shards and --replicas must be at least 1")
+    return ClusterSpec(data_dir=args.data_dir, shards=args.shards, replicas=args.replicas, bundle=args.bundle,
+                       precision=args.precision, gateway_port=args.port, text_encoder_port=args.encoder_ports[0],
+                       image_encoder_port=args.encoder_ports[1], index_base_port=args.index_base_port,
+                       metrics_base_port=args.metrics_base_port)
+
+
+def _handler(args: argparse.Namespace) -> int:
+    cluster = LocalCluster(spec_from(args), say=print)
+    print(f"starting {args.shards} shard(s) x {args.replicas} replica(s), logs in {args.data_dir / 'logs'}")
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        cluster.start()
+    except ClusterError as exc:
+        print(f"error: {exc}")
+        return 1
+    print(f"\ncrossmodal is up: gateway at {cluster.address}; metrics of each process listed above")
+    print("  try: crossmodal search 'a red circle' --address", cluster.address)
+    print("press Ctrl-C to stop")
+    try:
+        stop.wait()
+    finally:
+        print("stopping...")
+        cluster.stop()
+        print("stopped")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add the `up` subcommand."""
+    parser = subparsers.add_parser("up", help="start the whole suite locally (Ctrl-C stops it)")
+    add_cluster_args(parser, "data/cluster")
+    parser.set_defaults(func=_handler)

@@ -1,0 +1,199 @@
+"""A local crossmodal cluster as processes: encoders, N shards x R replicas and a gateway.
+
+Used by `crossmodal up`, `make demo`, the end-to-end tests and the benchmarks. Every process gets its
+own log file and ready file under the data directory; start() returns once all of them are SERVING.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_BUNDLE = REPO_ROOT / "models" / "default"
+
+
+class ClusterError(RuntimeError):
+    """A process of the cluster failed to start; the message names it and quotes its log."""
+
+
+@dataclass
+class ClusterProcess:
+    """One process of the cluster."""
+
+    name: str
+    module: str
+    env: dict[str, str]
+    log_path: Path
+    ready_file: Path
+    proc: subprocess.Popen[bytes] | None = None
+    port: int = 0
+    metrics_port: int = 0
+
+    @property
+    def address(self) -> str:
+        """host:port of its gRPC server."""
+        return f"127.0.0.1:{self.port}"
+
+    def tail(self, lines: int = 20) -> str:
+        """The last lines of its log."""
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@dataclass
+class ClusterSpec:
+    """What to start and where."""
+
+    data_dir: Path
+    shards: int = 2
+    replicas: int = 1
+    bundle: Path = DEFAULT_BUNDLE
+    precision: str = "fp32"
+    host: str = "127.0.0.1"
+    gateway_port: int = 50051
+    text_encoder_port: int = 50052
+    image_encoder_port: int = 50053
+    index_base_port: int = 50060
+    metrics_base_port: int = 9100
+    env: dict[str, str] = field(default_factory=dict)
+    gateway_env: dict[str, str] = field(default_factory=dict)
+
+
+class LocalCluster:
+    """Starts and stops the processes of a local cluster."""
+
+    def __init__(self, spec: ClusterSpec, say: Callable[[str], None] = lambda _m: None) -> None:
+        self.spec = spec
+        self.say = say
+        self.processes: list[ClusterProcess] = []
+        self.gateway: ClusterProcess | None = None
+
+    def _process(self, name: str, module: str, port: int, metrics_port: int, env: Mapping[str, str]) -> ClusterProcess:
+        spec = self.spec
+        logs = spec.data_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        ready = logs / f"{name}.ready.json"
+        ready.unlink(missing_ok=True)
+        full = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])),
+            "CROSSMODAL_HOST": spec.host,
+            "CROSSMODAL_PORT": str(port),
+            "CROSSMODAL_METRICS_PORT": str(metrics_port),
+            "CROSSMODAL_LOG_FORMAT": "json",
+            "CROSSMODAL_READY_FILE": str(ready),
+            **spec.env,
+            **env,
+        }
+        return ClusterProcess(name, module, full, logs / f"{name}.log", ready)
+
+    def _launch(self, process: ClusterProcess) -> None:
+        with open(process.log_path, "ab") as log:
+            process.proc = subprocess.Popen([sys.executable, "-m", process.module], cwd=REPO_ROOT, env=process.env,
+                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.processes.append(process)
+
+    def _wait_ready(self, processes: list[ClusterProcess], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        waiting = list(processes)
+        while waiting:
+            for process in list(waiting):
+                assert process.proc is not None
+                if process.proc.poll() is not None:
+                    raise ClusterError(f"{process.name} exited with status {process.proc.returncode}; its log "
+                                       f"({process.log_path}) ends with:\n{process.tail()}")
+                if process.ready_file.exists():
+                    info = json.loads(process.ready_file.read_text())
+                    process.port, process.metrics_port = int(info["port"]), int(info["metrics_port"])
+                    waiting.remove(process)
+                    self.say(f"  {process.name:<16} SERVING on {process.address} (metrics :{process.metrics_port})")
+            if waiting and time.monotonic() > deadline:
+                names = ", ".join(p.name for p in waiting)
+                raise ClusterError(f"{names} did not become ready within {timeout:.0f}s; see {waiting[0].log_path}")
+            time.sleep(0.05)
+
+    def _port(self, base: int, offset: int) -> int:
+        return 0 if base == 0 else base + offset
+
+    def start(self, timeout: float = 180.0) -> LocalCluster:
+        """Start encoders and shards, then the gateway once they are SERVING."""
+        spec = self.spec
+        if not (spec.bundle / "model.json").is_file():
+            raise ClusterError(f"no model bundle at {spec.bundle} (model.json missing)")
+        mbase = spec.metrics_base_port
+        encoder_env = {"CROSSMODAL_ENCODER_BUNDLE": str(spec.bundle), "CROSSMODAL_ENCODER_PRECISION": spec.precision}
+        backends = [
+            self._process("encoder_text", "services.encoder_text", spec.text_encoder_port, self._port(mbase, 1),
+                          encoder_env),
+            self._process("encoder_image", "services.encoder_image", spec.image_encoder_port, self._port(mbase, 2),
+                          encoder_env),
+        ]
+        shard_map: list[list[ClusterProcess]] = []
+        for shard in range(spec.shards):
+            replicas = []
+            for replica in range(spec.replicas):
+                offset = shard * spec.replicas + replica
+                replicas.append(self._process(
+                    f"index-{shard}-{replica}", "services.index", self._port(spec.index_base_port, offset),
+                    self._port(mbase, 10 + offset),
+                    {"CROSSMODAL_INDEX_DATA_DIR": str(spec.data_dir / "index" / f"replica-{replica}"),
+                     "CROSSMODAL_INDEX_SHARDS": str(shard)}))
+            shard_map.append(replicas)
+            backends.extend(replicas)
+        try:
+            for process in backends:
+                self._launch(process)
+            self._wait_ready(backends, timeout)
+            shards = ";".join(",".join(r.address for r in replicas) for replicas in shard_map)
+            self.gateway = self._process("gateway", "services.gateway", spec.gateway_port, self._port(mbase, 0), {
+                "CROSSMODAL_GATEWAY_TEXT_ENCODERS": backends[0].address,
+                "CROSSMODAL_GATEWAY_IMAGE_ENCODERS": backends[1].address,
+                "CROSSMODAL_GATEWAY_SHARDS": shards,
+                **spec.gateway_env,
+            })
+            self._launch(self.gateway)
+            self._wait_ready([self.gateway], timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    @property
+    def address(self) -> str:
+        """The gateway's address."""
+        assert self.gateway is not None, "the cluster is not started"
+        return self.gateway.address
+
+    def by_name(self, name: str) -> ClusterProcess:
+        """The process called `name` (e.g. 'index-1-0')."""
+        return next(p for p in self.processes if p.name == name)
+
+    def stop(self, grace: float = 30.0) -> None:
+        """SIGTERM every process (gateway first), wait for them, kill what is left."""
+        for process in reversed(self.processes):
+            if process.proc is not None and process.proc.poll() is None:
+                process.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for process in self.processes:
+            if process.proc is None:
+                continue
+            try:
+                process.proc.wait(max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                process.proc.kill()
+                process.proc.wait()
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()

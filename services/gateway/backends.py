@@ -1,0 +1,228 @@
+"""Clients of the gateway's downstream services: encoder pools and replicated shards.
+
+Encoder calls rotate over the configured addresses and move on to the next one on UNAVAILABLE or
+RESOURCE_EXHAUSTED. Shard reads go to the healthiest replica first and are hedged: when no answer
+has come after the hedge delay, the same read goes to another replica and the first answer wins.
+Shard writes go to every replica; the caller learns which replicas failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import grpc
+
+from crossmodal.v1 import encoder_pb2, encoder_pb2_grpc, index_pb2_grpc
+from services.common.channels import open_channel
+from services.common.config import TLSConfig
+from services.gateway.metrics import ENCODER_RETRIES, HEDGED_REQUESTS, SHARD_ERRORS
+
+T = TypeVar("T")
+
+# Codes that say "try elsewhere": the peer is down, overloaded, or did not answer in time.
+RETRYABLE = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+    }
+)
+# A replica that failed is tried last for this long, so traffic leaves it without being starved forever.
+_PENALTY_SECONDS = 5.0
+
+
+class BackendError(Exception):
+    """A downstream call failed on every address tried; `code` is the status to report."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, failed: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.failed = list(failed)
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, grpc.aio.AioRpcError):
+        return f"{error.code().name}: {error.details()}"
+    if isinstance(error, asyncio.TimeoutError):
+        return "DEADLINE_EXCEEDED: no answer in time"
+    return repr(error)
+
+
+class EncoderPool:
+    """The addresses of one tower's encoders, used in rotation with failover."""
+
+    def __init__(
+        self, modality: str, addresses: Sequence[str], *, tls: TLSConfig | None, max_message_bytes: int
+    ) -> None:
+        self.modality = modality
+        self.addresses = list(addresses)
+        # round_robin spreads calls over every address a DNS name resolves to (a headless Service's pods),
+        # so encoder replicas added by an autoscaler get traffic; pick_first would pin one pod.
+        self._channels = [
+            open_channel(
+                a, tls=tls, max_message_bytes=max_message_bytes, extra_options=[("grpc.lb_policy_name", "round_robin")]
+            )
+            for a in addresses
+        ]
+        self._stubs = [encoder_pb2_grpc.EncoderServiceStub(c) for c in self._channels]
+        self._next = 0
+
+    async def _call(self, fn: Callable[[encoder_pb2_grpc.EncoderServiceStub], Awaitable[T]]) -> T:
+        start = self._next
+        self._next = (self._next + 1) % len(self._stubs)
+        errors: list[str] = []
+        for attempt in range(len(self._stubs)):
+            index = (start + attempt) % len(self._stubs)
+            try:
+                return await fn(self._stubs[index])
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in RETRYABLE:
+                    raise
+                errors.append(f"{self.addresses[index]}: {_describe(exc)}")
+                if attempt + 1 < len(self._stubs):
+                    ENCODER_RETRIES.labels(self.modality).inc()
+        raise BackendError(
+            grpc.StatusCode.UNAVAILABLE, f"no {self.modality} encoder could serve the call ({'; '.join(errors)})"
+        )
+
+    async def model_info(self, timeout: float) -> encoder_pb2.GetModelInfoResponse:
+        """The served model's description, from the first encoder that answers."""
+        return await self._call(lambda s: s.GetModelInfo(encoder_pb2.GetModelInfoRequest(), timeout=timeout))
+
+    async def encode(self, items: Sequence[encoder_pb2.EncodeItem], timeout: float) -> encoder_pb2.EncodeResponse:
+        """Encode `items` in one call, failing over to another address when one is unavailable."""
+        request = encoder_pb2.EncodeRequest(items=items)
+        return await self._call(lambda s: s.Encode(request, timeout=timeout))
+
+    async def close(self) -> None:
+        """Close every channel."""
+        for channel in self._channels:
+            await channel.close()
+
+
+@dataclass
+class Replica:
+    """One replica of a shard: its address, stub and recent failures."""
+
+    address: str
+    stub: index_pb2_grpc.IndexServiceStub
+    channel: grpc.aio.Channel
+    last_failure: float = field(default=-1e18)
+
+    @property
+    def suspect(self) -> bool:
+        """Whether it failed recently enough to be tried last."""
+        return time.monotonic() - self.last_failure < _PENALTY_SECONDS
+
+
+class Shard:
+    """The replicas of one shard."""
+
+    def __init__(self, number: int, addresses: Sequence[str], *, tls: TLSConfig | None, max_message_bytes: int) -> None:
+        self.number = number
+        self.replicas: list[Replica] = []
+        for address in addresses:
+            channel = open_channel(address, tls=tls, max_message_bytes=max_message_bytes)
+            self.replicas.append(Replica(address, index_pb2_grpc.IndexServiceStub(channel), channel))
+        self._next = 0
+
+    def _order(self) -> list[Replica]:
+        self._next = (self._next + 1) % len(self.replicas)
+        rotated = self.replicas[self._next :] + self.replicas[: self._next]
+        return sorted(rotated, key=lambda r: r.suspect)
+
+    def _failed(self, replica: Replica) -> None:
+        replica.last_failure = time.monotonic()
+        SHARD_ERRORS.labels(str(self.number), replica.address).inc()
+
+    async def read(
+        self, fn: Callable[[index_pb2_grpc.IndexServiceStub, float], Awaitable[T]], timeout: float, hedge_delay: float
+    ) -> T:
+        """Run a read on one replica, hedged to the next after `hedge_delay`; the first answer wins."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        order = self._order()
+        pending: dict[asyncio.Task[T], Replica] = {}
+        errors: list[str] = []
+
+        def launch() -> None:
+            replica = order[len(pending) + len(errors)]
+            remaining = max(deadline - loop.time(), 0.001)
+            pending[asyncio.ensure_future(fn(replica.stub, remaining))] = replica
+
+        launch()
+        try:
+            while pending:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                can_hedge = hedge_delay > 0 and len(pending) + len(errors) < len(order)
+                done, _ = await asyncio.wait(
+                    set(pending),
+                    timeout=min(hedge_delay, remaining) if can_hedge else remaining,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if not done:
+                    if can_hedge:
+                        HEDGED_REQUESTS.inc()
+                        launch()
+                    continue
+                for task in done:
+                    replica = pending.pop(task)
+                    error = task.exception()
+                    if error is None:
+                        return task.result()
+                    if isinstance(error, grpc.aio.AioRpcError) and error.code() not in RETRYABLE:
+                        raise error
+                    self._failed(replica)
+                    errors.append(f"{replica.address}: {_describe(error)}")
+                if not pending and len(errors) < len(order):
+                    launch()
+            for replica in pending.values():
+                self._failed(replica)
+                errors.append(f"{replica.address}: DEADLINE_EXCEEDED: no answer within {timeout:.3f}s")
+            raise BackendError(
+                grpc.StatusCode.UNAVAILABLE,
+                f"shard {self.number} did not answer ({'; '.join(errors)})",
+                [r.address for r in order],
+            )
+        finally:
+            for task in pending:
+                task.cancel()
+
+    async def write(
+        self, fn: Callable[[index_pb2_grpc.IndexServiceStub], Awaitable[T]]
+    ) -> list[tuple[Replica, T | BaseException]]:
+        """Run a write on every replica at once; each replica's result or error."""
+        results = await asyncio.gather(*(fn(r.stub) for r in self.replicas), return_exceptions=True)
+        for replica, result in zip(self.replicas, results, strict=True):
+            if isinstance(result, BaseException):
+                self._failed(replica)
+        return list(zip(self.replicas, results, strict=True))
+
+    async def close(self) -> None:
+        """Close every replica's channel."""
+        for replica in self.replicas:
+            await replica.channel.close()
+
+
+def describe_error(error: BaseException) -> str:
+    """A one-line description of a downstream failure."""
+    return _describe(error)
+
+
+def status_of(error: BaseException) -> grpc.StatusCode:
+    """The status code a downstream failure should be reported with."""
+    if isinstance(error, grpc.aio.AioRpcError):
+        return error.code()
+    if isinstance(error, BackendError):
+        return error.code
+    return grpc.StatusCode.UNAVAILABLE

@@ -1,0 +1,25 @@
+"""Gateway metrics: fan-out latency per shard, shard errors, partial answers, hedges and ingest outcomes."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+from services.common.metrics import LATENCY_BUCKETS
+
+SHARD_SEARCH_SECONDS = Histogram(
+    "crossmodal_gateway_shard_search_seconds",
+    "Time until a shard's search answered (hedges included).",
+    ["shard"],
+    buckets=LATENCY_BUCKETS,
+)
+SHARD_ERRORS = Counter(
+    "crossmodal_gateway_shard_errors", "Shard replica calls that failed or missed their deadline.", ["shard", "replica"]
+)
+PARTIAL_RESPONSES = Counter("crossmodal_gateway_partial_responses", "Searches answered without one or more shards.")
+HEDGED_REQUESTS = Counter(
+    "crossmodal_gateway_hedged_requests", "Shard reads sent to a second replica after the hedge delay."
+)
+ENCODER_RETRIES = Counter(
+    "crossmodal_gateway_encoder_retries", "Encoder calls retried on another address.", ["modality"]
+)
+INGEST_ITEMS = Counter("crossmodal_gateway_ingest_items", "Ingested items by final status code.", ["code"])

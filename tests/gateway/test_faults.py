@@ -1,0 +1,110 @@
+"""Shard and replica failures, deadlines, API keys and rate limits, against real processes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from crossmodal.client import Client, Item
+from crossmodal.cluster import LocalCluster
+from tests.gateway.conftest import cluster_spec
+from tests.support import ServiceProcess
+
+
+@pytest.fixture()
+def small_cluster(tmp_path: Path, bundle_dir: Path) -> Iterator[LocalCluster]:
+    """A fresh 2 x 2 cluster with 30 texts, for tests that kill processes."""
+    with LocalCluster(cluster_spec(tmp_path / "c", bundle_dir, CROSSMODAL_GATEWAY_HEDGE_DELAY_MS="50")) as running:
+        with Client(running.address) as client:
+            acks = list(client.ingest(Item(f"t{i}", text=f"caption number {i}") for i in range(30)))
+        assert all(a.ok for a in acks)
+        yield running
+
+
+def test_a_stopped_replica_is_failed_over(small_cluster: LocalCluster) -> None:
+    with Client(small_cluster.address) as client:
+        small_cluster.by_name("index-0-0").proc.kill()  # type: ignore[union-attr]
+        for _ in range(5):
+            result = client.search("caption number 7", k=30, require_complete=True)
+            assert result.partial_shards == [] and len(result.hits) == 30
+        # A write cannot be committed by the dead replica: the ack names it and is retryable.
+        ids = [f"new{i}" for i in range(12)]
+        acks = list(client.ingest(Item(i, text=i) for i in ids))
+        dead = small_cluster.by_name("index-0-0").address
+        on_shard0 = [a for a in acks if a.shard == 0]
+        assert on_shard0 and all(not a.ok and a.failed_replicas == [dead] and a.retryable for a in on_shard0)
+        assert all(a.ok for a in acks if a.shard == 1)
+        stats = client.stats()
+        assert [r.healthy for r in stats.shards[0]] == [False, True]
+
+
+def test_a_stopped_shard_gives_partial_answers_naming_it(small_cluster: LocalCluster) -> None:
+    with Client(small_cluster.address) as client:
+        for replica in (0, 1):
+            small_cluster.by_name(f"index-1-{replica}").proc.kill()  # type: ignore[union-attr]
+        result = client.search("caption number 7", k=30)
+        assert result.partial_shards == [1] and 0 < len(result.hits) < 30
+        with pytest.raises(grpc.RpcError) as info:
+            client.search("caption number 7", k=30, require_complete=True)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+        assert "[1]" in info.value.details()  # type: ignore[attr-defined]
+
+
+def test_a_slow_shard_is_skipped_within_the_deadline(tmp_path: Path, bundle_dir: Path) -> None:
+    spec = cluster_spec(tmp_path / "c", bundle_dir, shards=2, replicas=1,
+                        CROSSMODAL_GATEWAY_SEARCH_TIMEOUT_MS="400")
+    with LocalCluster(spec) as running:
+        with Client(running.address) as client:
+            assert all(a.ok for a in client.ingest(Item(f"t{i}", text=f"caption {i}") for i in range(10)))
+        slow = running.by_name("index-1-0")
+        slow.proc.terminate()  # type: ignore[union-attr]
+        slow.proc.wait(30)  # type: ignore[union-attr]
+        # Restart shard 1 with a 3 s delay on every search, on the same port and data.
+        env = {k: v for k, v in slow.env.items() if k.startswith("CROSSMODAL_INDEX_")}
+        env.update(CROSSMODAL_PORT=str(slow.port), CROSSMODAL_FAULT_DELAY_MS="3000",
+                   CROSSMODAL_FAULT_METHODS="SearchShard")
+        restarted = ServiceProcess("services.index", tmp_path / "slow", env).wait_ready()
+        try:
+            with Client(running.address) as client:
+                started = time.monotonic()
+                result = client.search("caption 3", k=10, timeout=10)
+                elapsed = time.monotonic() - started
+            assert result.partial_shards == [1]
+            # Answered after the 0.4 s shard deadline, well before the 3 s the slow shard takes.
+            assert elapsed < 2.5, elapsed
+        finally:
+            restarted.terminate()
+
+
+def test_api_keys_and_rate_limits(tmp_path: Path, cluster: LocalCluster) -> None:
+    keys = tmp_path / "keys.txt"
+    keys.write_text("# test keys\nkey-alpha\nkey-beta\n")
+    assert cluster.gateway is not None
+    env = {k: v for k, v in cluster.gateway.env.items() if k.startswith("CROSSMODAL_GATEWAY_")}
+    env.update(CROSSMODAL_GATEWAY_API_KEYS_FILE=str(keys), CROSSMODAL_GATEWAY_RATE_LIMIT_RPS="0.5",
+               CROSSMODAL_GATEWAY_RATE_LIMIT_BURST="3")
+    gateway = ServiceProcess("services.gateway", tmp_path / "gw", env).wait_ready()
+    try:
+        for key, code in ((None, grpc.StatusCode.UNAUTHENTICATED), ("wrong", grpc.StatusCode.UNAUTHENTICATED)):
+            with Client(gateway.address, api_key=key) as client, pytest.raises(grpc.RpcError) as info:
+                client.search("a red circle")
+            assert info.value.code() == code  # type: ignore[attr-defined]
+            assert "authorization: Bearer" in info.value.details()  # type: ignore[attr-defined]
+        with Client(gateway.address, api_key="key-alpha") as alpha:
+            outcomes = []
+            for _ in range(5):
+                try:
+                    alpha.search("a red circle", k=3)
+                    outcomes.append("ok")
+                except grpc.RpcError as exc:
+                    outcomes.append(exc.code().name)  # type: ignore[attr-defined]
+            assert outcomes[:3] == ["ok"] * 3 and "RESOURCE_EXHAUSTED" in outcomes[3:]
+        with Client(gateway.address, api_key="key-beta") as beta:  # each key has its own budget
+            assert len(beta.search("a red circle", k=3).hits) == 3
+        assert "key-alpha" not in gateway.log() and "key-beta" not in gateway.log()
+    finally:
+        gateway.terminate()

@@ -1,0 +1,134 @@
+"""End-to-end search and ingest through the gateway of a real local cluster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from crossmodal.client import Client, Item, build_filter
+from crossmodal.cluster import LocalCluster
+from crossmodal.v1 import index_pb2, index_pb2_grpc
+from services.gateway.routing import shard_of
+
+
+def _stored_vectors(cluster: LocalCluster, shards: int = 2) -> dict[str, tuple[np.ndarray, str]]:
+    """Every stored vector, read straight from the first replica of each shard."""
+    out: dict[str, tuple[np.ndarray, str]] = {}
+    for shard in range(shards):
+        with grpc.insecure_channel(cluster.by_name(f"index-{shard}-0").address) as channel:
+            stub = index_pb2_grpc.IndexServiceStub(channel)
+            stats = stub.GetShardStats(index_pb2.GetShardStatsRequest(), timeout=10)
+            dim = stats.shards[0].dim
+            hits = stub.SearchShard(index_pb2.SearchShardRequest(
+                shard=shard, vector=[1.0] * dim, k=1000, exact=True, include_vectors=True), timeout=30).hits
+            for hit in hits:
+                out[hit.id] = (np.asarray(hit.vector, dtype=np.float32), "image" if hit.modality == 1 else "text")
+    return out
+
+
+def test_every_direction_returns_the_wanted_modality(client: Client, gallery: list[dict[str, str]]) -> None:
+    image = Path(gallery[0]["path"]).read_bytes()
+    cases = {
+        "text->image": client.search(gallery[0]["caption"], k=5, target="image"),
+        "image->image": client.search(image=image, k=5, target="image"),
+        "image->text": client.search(image=image, k=5, target="text"),
+        "text->text": client.search(gallery[0]["caption"], k=5, target="text"),
+    }
+    for name, result in cases.items():
+        wanted = name.split("->")[1]
+        assert len(result.hits) == 5, name
+        assert {h.modality for h in result.hits} == {wanted}, name
+        scores = [h.score for h in result.hits]
+        assert scores == sorted(scores, reverse=True), name
+        assert result.partial_shards == [] and result.model_id
+    # The same text as a stored caption finds that caption first, with cosine ~1.
+    top = cases["text->text"].hits[0]
+    assert top.id == gallery[0]["id"] + "#caption" and top.score > 0.999
+    # The same image bytes find the stored image first.
+    assert cases["image->image"].hits[0].id == gallery[0]["id"]
+    assert cases["image->image"].hits[0].metadata == {"parity": "even", "kind": "image"}
+
+
+def test_more_like_this_leaves_the_item_out(client: Client, gallery: list[dict[str, str]]) -> None:
+    result = client.search(like_id=gallery[3]["id"], k=4, target="image")
+    assert len(result.hits) == 4 and gallery[3]["id"] not in [h.id for h in result.hits]
+    with pytest.raises(grpc.RpcError) as info:
+        client.search(like_id="no-such-item", k=4)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
+
+
+def test_merge_equals_brute_force_over_all_shards(client: Client, cluster: LocalCluster) -> None:
+    stored = _stored_vectors(cluster)
+    assert len(stored) == 80
+    ids = sorted(stored)
+    matrix = np.stack([stored[i][0] for i in ids])
+    rng = np.random.default_rng(5)
+    for _ in range(5):
+        query = rng.standard_normal(matrix.shape[1]).astype(np.float32)
+        query /= np.linalg.norm(query)
+        scores = matrix @ query
+        order = sorted(range(len(ids)), key=lambda n: (-scores[n], ids[n]))[:10]
+        result = client.search(vector=query.tolist(), k=10, exact=True)
+        assert [h.id for h in result.hits] == [ids[n] for n in order]
+        assert np.allclose([h.score for h in result.hits], scores[order], atol=1e-4)
+
+
+def test_filters_apply_across_shards(client: Client, gallery: list[dict[str, str]]) -> None:
+    result = client.search(gallery[0]["caption"], k=10, filter=build_filter({"parity": "odd", "kind": "image"}))
+    assert len(result.hits) == 10
+    assert all(h.metadata["parity"] == "odd" and h.modality == "image" for h in result.hits)
+    tagged = client.search(gallery[0]["caption"], k=50, filter=build_filter(tags_all=["scene"]))
+    assert len(tagged.hits) == 40 and all(h.modality == "image" for h in tagged.hits)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "code", "fragment"),
+    [
+        ({"text": "   "}, grpc.StatusCode.INVALID_ARGUMENT, "empty"),
+        ({"text": "x" * 5000}, grpc.StatusCode.INVALID_ARGUMENT, "CROSSMODAL_GATEWAY_MAX_TEXT_CHARS"),
+        ({"text": "red", "k": 5000}, grpc.StatusCode.INVALID_ARGUMENT, "CROSSMODAL_GATEWAY_MAX_K"),
+        ({"vector": [1.0, 2.0]}, grpc.StatusCode.INVALID_ARGUMENT, "dimension"),
+        ({"image": b"not an image"}, grpc.StatusCode.INVALID_ARGUMENT, "image"),
+    ],
+)
+def test_bad_queries_get_a_clear_status(client: Client, kwargs: dict, code: grpc.StatusCode, fragment: str) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        client.search(**kwargs)
+    assert info.value.code() == code  # type: ignore[attr-defined]
+    assert fragment in info.value.details()  # type: ignore[attr-defined]
+
+
+def test_ingest_rejects_bad_items_alone_and_replaces_resent_ids(client: Client, gallery: list[dict[str, str]]) -> None:
+    items = [
+        Item("fresh-1", text="a small orange heart", metadata={"v": "1"}),
+        Item("", text="no id"),
+        Item("broken-image", image=b"\x89PNG\r\n\x1a\n garbage"),
+        Item("empty-text", text=""),
+        Item("x" * 300, text="id too long"),
+        Item("fresh-2", image=Path(gallery[5]["path"]).read_bytes()),
+    ]
+    acks = {a.id: a for a in client.ingest(items)}
+    assert acks["fresh-1"].ok and acks["fresh-2"].ok
+    for bad in ("", "broken-image", "empty-text", "x" * 300):
+        assert acks[bad].code == grpc.StatusCode.INVALID_ARGUMENT and acks[bad].message
+    assert acks["fresh-1"].shard == shard_of("fresh-1", 2)
+    (again,) = list(client.ingest([Item("fresh-1", text="a small orange heart", metadata={"v": "2"})]))
+    assert again.ok
+    found, missing = client.get(["fresh-1", "fresh-2", "never"])
+    assert {h.id: h.metadata for h in found} == {"fresh-1": {"v": "2"}, "fresh-2": {}} and missing == ["never"]
+    result = client.search("a small orange heart", k=80, target="text")
+    assert [h.id for h in result.hits].count("fresh-1") == 1
+    assert client.delete(["fresh-1", "fresh-2", "never"]) == 2
+    assert client.get(["fresh-1"]) == ([], ["fresh-1"])
+    assert "fresh-1" not in [h.id for h in client.search("a small orange heart", k=80).hits]
+
+
+def test_stats_count_every_replica(client: Client) -> None:
+    stats = client.stats()
+    assert stats.total_count == 80 and sorted(stats.shards) == [0, 1]
+    for replicas in stats.shards.values():
+        assert len(replicas) == 2 and all(r.healthy for r in replicas)
+        assert replicas[0].count == replicas[1].count
