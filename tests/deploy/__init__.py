@@ -1,0 +1,1 @@
+"""Tests of the deployment: Helm chart, images, Prometheus rules and dashboard."""

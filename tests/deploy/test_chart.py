@@ -1,0 +1,741 @@
+"""The Helm chart, rendered and linted with the real Helm engine for several value sets.
+
+Every value set is checked for: strict lint, the Kubernetes schemas (oldest supported and newest
+known version, strict), probes on the containers' gRPC ports, the gateway's shard map against the
+StatefulSets' DNS names, resources and security contexts everywhere, selectors against labels, and
+the NetworkPolicies against the intended paths (evaluated the way Kubernetes evaluates them).
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from services.common.config import load_config, settings_of
+from tests.certs import make_certs
+from tests.deploy.chart import (
+    CHART,
+    NAMESPACE,
+    Peer,
+    Rendered,
+    all_containers,
+    ci_values,
+    fullname,
+    ingress_allowed,
+    labels_match,
+    lint,
+    merge,
+    render,
+    require,
+)
+
+require("helm_python", "helm-python-sdk, in the `dev` extra, renders the chart")
+kubernetes_validate = require("kubernetes_validate", "kubernetes-validate, in the `dev` extra")
+# kubernetes-validate re-reads its JSON schemas (several MB of definitions) for every manifest; the
+# files never change, so read each once.
+if not hasattr(kubernetes_validate.utils.schema_contents, "cache_info"):
+    kubernetes_validate.utils.schema_contents = functools.cache(kubernetes_validate.utils.schema_contents)
+
+OLDEST_KUBERNETES = "1.27.0"  # Chart.yaml's kubeVersion
+NEWEST_KUBERNETES = kubernetes_validate.utils.latest_version()
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
+COMPONENTS = ("gateway", "encoder-text", "encoder-image", "index")
+GRPC_SERVICES = {
+    "gateway": "crossmodal.v1.GatewayService",
+    "encoder-text": "crossmodal.v1.EncoderService",
+    "encoder-image": "crossmodal.v1.EncoderService",
+    "index": "crossmodal.v1.IndexService",
+}
+API_KEYS = ["key-one", "key-two"]
+
+
+def _config_classes() -> dict[str, type]:
+    from services.encoder_image.config import EncoderImageConfig
+    from services.encoder_text.config import EncoderTextConfig
+    from services.gateway.config import GatewayConfig
+    from services.index.config import IndexConfig
+
+    return {
+        "gateway": GatewayConfig,
+        "encoder-text": EncoderTextConfig,
+        "encoder-image": EncoderImageConfig,
+        "index": IndexConfig,
+    }
+
+
+@pytest.fixture(scope="module")
+def certs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A throw-away CA with server and client certificates."""
+    out = tmp_path_factory.mktemp("certs")
+    make_certs(out)
+    return out
+
+
+def _tls_inline(certs: Path) -> dict[str, Any]:
+    return {
+        "tls": {
+            "enabled": True,
+            "mutual": True,
+            "cert": (certs / "server.pem").read_text(),
+            "key": (certs / "server.key").read_text(),
+            "ca": (certs / "ca.pem").read_text(),
+        },
+        "auth": {"apiKeys": API_KEYS},
+    }
+
+
+# name -> values; ci/<name>-values.yaml where one exists.
+VALUE_SETS: dict[str, Callable[[Path], dict[str, Any]]] = {
+    "default": lambda _c: ci_values("default"),
+    "shards-4x2": lambda _c: ci_values("shards-4x2"),
+    "gpu": lambda _c: ci_values("gpu"),
+    "tls": lambda _c: ci_values("tls"),
+    "tls-inline": _tls_inline,
+    "monitoring": lambda _c: ci_values("monitoring"),
+    "model-init": lambda _c: ci_values("model-init"),
+    "model-pvc": lambda _c: ci_values("model-pvc"),
+}
+
+
+@pytest.fixture(scope="module")
+def value_sets(certs_dir: Path) -> dict[str, dict[str, Any]]:
+    """Every value set by name."""
+    return {name: make(certs_dir) for name, make in VALUE_SETS.items()}
+
+
+@pytest.fixture(scope="module")
+def rendered(value_sets: dict[str, dict[str, Any]]) -> dict[str, Rendered]:
+    """Every value set rendered once."""
+    return {name: render(values) for name, values in value_sets.items()}
+
+
+def _merged_values(values: dict[str, Any]) -> dict[str, Any]:
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    return merge(defaults, values)
+
+
+def _component(pod_template: dict[str, Any]) -> str:
+    return str(pod_template["metadata"]["labels"]["app.kubernetes.io/component"])
+
+
+def _main_container(pod_template: dict[str, Any]) -> dict[str, Any]:
+    (container,) = [c for c in pod_template["spec"]["containers"] if c["name"] == _component(pod_template)]
+    return container
+
+
+def _port(container: dict[str, Any], name: str) -> int:
+    (port,) = [p["containerPort"] for p in container["ports"] if p["name"] == name]
+    return int(port)
+
+
+def test_the_ci_value_files_are_all_exercised() -> None:
+    files = {p.name.removesuffix("-values.yaml") for p in (CHART / "ci").glob("*-values.yaml")}
+    assert files <= set(VALUE_SETS)
+
+
+# --- lint and Kubernetes schemas ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_strict_lint_reports_no_warning_or_error(name: str, value_sets: dict[str, dict[str, Any]]) -> None:
+    report = lint(value_sets[name], strict=True)
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert report["total_charts_linted"] == 1
+    assert problems == [] and report["errors"] == []
+
+
+def test_lint_catches_a_broken_value() -> None:
+    report = lint({"index": {"shards": "two"}}, strict=True)
+    assert any("shards" in m["error"] for m in report["messages"] if m["severity"] == 3)
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_every_manifest_validates_against_the_kubernetes_schemas(name: str, rendered: dict[str, Rendered]) -> None:
+    docs = [d for d in rendered[name].docs if d["kind"] not in CRD_KINDS]
+    assert docs
+    for version in (OLDEST_KUBERNETES, NEWEST_KUBERNETES):
+        for doc in docs:
+            try:
+                kubernetes_validate.validate(doc, version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                pytest.fail(
+                    f"{doc['kind']} {doc['metadata']['name']} is invalid for Kubernetes {version}: {exc.message}"
+                )
+
+
+def test_the_schema_validation_rejects_a_wrong_manifest(rendered: dict[str, Rendered]) -> None:
+    deployment = json.loads(json.dumps(rendered["default"].of_kind("Deployment")[0]))
+    deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["grpc"]["prot"] = 1
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, NEWEST_KUBERNETES, strict=True)
+
+
+# --- values and values.schema.json ----------------------------------------------------------------
+
+
+def _schema() -> dict[str, Any]:
+    return dict(json.loads((CHART / "values.schema.json").read_text()))
+
+
+def _resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in node:
+        node = schema["definitions"][node["$ref"].rsplit("/", 1)[-1]]
+    return node
+
+
+def _undeclared(schema: dict[str, Any], node: dict[str, Any], value: Any, path: str) -> list[str]:
+    node = _resolve(schema, node)
+    if not isinstance(value, dict) or "properties" not in node:
+        return []
+    missing = []
+    for key, sub in value.items():
+        if key in node["properties"]:
+            missing += _undeclared(schema, node["properties"][key], sub, f"{path}.{key}")
+        elif not isinstance(node.get("additionalProperties"), dict):
+            missing.append(f"{path}.{key}")
+    return missing
+
+
+def test_the_schema_declares_every_value_and_accepts_the_defaults() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = _schema()
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    jsonschema.Draft7Validator.check_schema(schema)
+    jsonschema.Draft7Validator(schema).validate(defaults)
+    assert _undeclared(schema, schema, defaults, "") == []
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"index": {"shardz": 3}}, "shardz"),
+        ({"index": {"replicas": 0}}, "replicas"),
+        ({"model": {"source": "s3"}}, "source"),
+        ({"encoders": {"text": {"resources": {"limits": None}}}}, "limits"),
+        ({"encoders": {"image": {"env": {"OTHER_VAR": "1"}}}}, "OTHER_VAR"),
+    ],
+)
+def test_helm_refuses_values_the_schema_forbids(values: dict[str, Any], message: str) -> None:
+    from helm_python import HelmValuesError
+
+    with pytest.raises(HelmValuesError, match=message):
+        render(values)
+
+
+def _spec_for(cls: type, env: str) -> Any:
+    for _field, spec in settings_of(cls):
+        if spec.env == env:
+            return spec
+    return None
+
+
+def test_typed_settings_match_the_services_bounds() -> None:
+    """Each typed `settings` value names its variable; the schema's bounds must be the service's."""
+    schema = _schema()
+    classes = _config_classes()
+    where = {
+        "gateway": schema["properties"]["gateway"]["properties"]["settings"],
+        "encoder-text": _resolve(
+            schema, schema["properties"]["encoders"]["properties"]["text"]["properties"]["settings"]
+        ),
+        "index": schema["properties"]["index"]["properties"]["settings"],
+    }
+    mismatches = []
+    for component, node in where.items():
+        for key, prop in node["properties"].items():
+            spec = _spec_for(classes[component], prop["description"])
+            assert spec is not None, f"{component}.settings.{key}: {prop['description']} is not a setting"
+            if spec.choices is not None and tuple(prop.get("enum", ())) != spec.choices:
+                mismatches.append(f"{key}: enum {prop.get('enum')} != {spec.choices}")
+            low = prop.get("minimum", prop.get("exclusiveMinimum"))
+            if spec.min is not None and (low is None or low < spec.min):
+                mismatches.append(f"{key}: minimum {low} < {spec.min}")
+            if spec.max is not None and prop.get("maximum", float("inf")) > spec.max:
+                mismatches.append(f"{key}: maximum {prop.get('maximum')} > {spec.max}")
+    assert mismatches == []
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_the_services_accept_the_rendered_configuration(
+    name: str, rendered: dict[str, Rendered], certs_dir: Path, tmp_path: Path
+) -> None:
+    """Every CROSSMODAL_* variable a pod gets is one its service reads, and loads without error."""
+    r = rendered[name]
+    classes = _config_classes()
+    for workload, template in r.pod_templates():
+        component = _component(template)
+        container = _main_container(template)
+        env = dict(r.config(component))
+        env.update({e["name"]: e["value"] for e in container.get("env", []) if "value" in e})
+        known = {spec.env for _f, spec in settings_of(classes[component])}
+        unknown = sorted(k for k in env if k.startswith("CROSSMODAL_") and k not in known)
+        assert unknown == [], f"{workload['metadata']['name']}: {unknown}"
+        # Files the pod would mount: point them at real ones so that the checks of the paths pass.
+        for key, value in list(env.items()):
+            if value.endswith(("/ca.crt", "/tls.crt", "/tls.key")):
+                env[key] = str(
+                    certs_dir
+                    / {"ca.crt": "ca.pem", "tls.crt": "server.pem", "tls.key": "server.key"}[value.rsplit("/", 1)[-1]]
+                )
+            elif key == "CROSSMODAL_GATEWAY_API_KEYS_FILE":
+                keys = tmp_path / "api-keys"
+                keys.write_text("\n".join(API_KEYS) + "\n")
+                env[key] = str(keys)
+        load_config(classes[component], env)
+
+
+# --- probes, ports and the shard map ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_probes_check_the_grpc_health_service_on_the_containers_grpc_port(
+    name: str, rendered: dict[str, Rendered]
+) -> None:
+    tls = rendered[name].values.get("tls", {}).get("enabled", False)
+    for _workload, template in rendered[name].pod_templates():
+        component = _component(template)
+        container = _main_container(template)
+        grpc_port = _port(container, "grpc")
+        for probe_name in ("startupProbe", "readinessProbe", "livenessProbe"):
+            probe = container[probe_name]
+            if tls:
+                # The kubelet's gRPC probe cannot speak TLS: the image's health-check client does.
+                command = probe["exec"]["command"]
+                assert command[0] == "crossmodal-healthcheck"
+                assert f"--port={grpc_port}" in command
+                assert f"--service={GRPC_SERVICES[component]}" in command
+                assert "--ca=/etc/crossmodal/tls/ca.crt" in command
+            else:
+                assert probe["grpc"] == {"port": grpc_port, "service": GRPC_SERVICES[component]}
+        assert container["startupProbe"]["failureThreshold"] * container["startupProbe"]["periodSeconds"] >= 60
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_services_target_named_container_ports(name: str, rendered: dict[str, Rendered]) -> None:
+    r = rendered[name]
+    for workload, template in r.pod_templates():
+        # Exactly one Service per pod: one DNS identity, and one scrape target per pod.
+        services = [
+            s["metadata"]["name"]
+            for s in r.of_kind("Service")
+            if labels_match({"matchLabels": s["spec"]["selector"]}, template["metadata"]["labels"])
+        ]
+        assert len(services) == 1, f"{workload['metadata']['name']} is behind {services}"
+    for service in r.of_kind("Service"):
+        pods = [
+            t
+            for _w, t in r.pod_templates()
+            if labels_match({"matchLabels": service["spec"]["selector"]}, t["metadata"]["labels"])
+        ]
+        assert pods, f"Service {service['metadata']['name']} selects no pod"
+        for port in service["spec"]["ports"]:
+            for template in pods:
+                container = _main_container(template)
+                assert port["targetPort"] in {p["name"] for p in container["ports"]}
+                if service["spec"].get("clusterIP") == "None":
+                    # Headless: clients dial the pods, so the Service port must be the pod's.
+                    assert port["port"] == _port(container, port["targetPort"])
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_the_gateway_shard_map_lists_the_statefulsets_dns_names(name: str, rendered: dict[str, Rendered]) -> None:
+    from services.gateway.config import parse_shard_map
+
+    r = rendered[name]
+    values = _merged_values(r.values)
+    shards, replicas = values["index"]["shards"], values["index"]["replicas"]
+    shard_map = parse_shard_map(r.config("gateway")["CROSSMODAL_GATEWAY_SHARDS"])
+    statefulsets = sorted(r.of_kind("StatefulSet"), key=lambda s: int(s["metadata"]["labels"]["crossmodal.io/shard"]))
+    assert len(statefulsets) == len(shard_map) == shards
+    expected = []
+    for n, sts in enumerate(statefulsets):
+        name_ = sts["metadata"]["name"]
+        assert name_ == f"{fullname()}-index-{n}"
+        assert sts["spec"]["replicas"] == replicas
+        service = r.get("Service", sts["spec"]["serviceName"])
+        assert service["spec"]["clusterIP"] == "None"
+        pod_labels = sts["spec"]["template"]["metadata"]["labels"]
+        assert labels_match({"matchLabels": service["spec"]["selector"]}, pod_labels)
+        container = _main_container(sts["spec"]["template"])
+        assert {"name": "CROSSMODAL_INDEX_SHARDS", "value": str(n)} in container["env"]
+        port = _port(container, "grpc")
+        expected.append(
+            tuple(
+                f"{name_}-{i}.{service['metadata']['name']}.{NAMESPACE}.svc.cluster.local:{port}"
+                for i in range(sts["spec"]["replicas"])
+            )
+        )
+    assert list(shard_map) == expected
+    assert all(len(replica_list) == replicas for replica_list in shard_map)
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_the_gateway_dials_the_encoder_services(name: str, rendered: dict[str, Rendered]) -> None:
+    r = rendered[name]
+    config = r.config("gateway")
+    for component, key in (
+        ("encoder-text", "CROSSMODAL_GATEWAY_TEXT_ENCODERS"),
+        ("encoder-image", "CROSSMODAL_GATEWAY_IMAGE_ENCODERS"),
+    ):
+        service = r.get("Service", f"{fullname()}-{component}")
+        grpc_port = next(p["port"] for p in service["spec"]["ports"] if p["name"] == "grpc")
+        assert config[key] == f"{fullname()}-{component}.{NAMESPACE}.svc.cluster.local:{grpc_port}"
+
+
+def test_four_shards_of_two_replicas(rendered: dict[str, Rendered]) -> None:
+    r = rendered["shards-4x2"]
+    assert len(r.of_kind("StatefulSet")) == 4
+    assert sum(s["spec"]["replicas"] for s in r.of_kind("StatefulSet")) == 8
+    shard_pdbs = [p for p in r.of_kind("PodDisruptionBudget") if "crossmodal.io/shard" in p["metadata"]["labels"]]
+    assert len(shard_pdbs) == 4
+    for sts in r.of_kind("StatefulSet"):
+        (claim,) = sts["spec"]["volumeClaimTemplates"]
+        assert claim["spec"]["resources"]["requests"]["storage"] == "50Gi"
+        assert claim["spec"]["storageClassName"] == "fast-ssd"
+        assert {"name": "data", "mountPath": "/data"} in _main_container(sts["spec"]["template"])["volumeMounts"]
+        assert r.config("index")["CROSSMODAL_INDEX_DATA_DIR"] == "/data"
+        # Replicas of one shard spread over nodes: the constraint selects exactly this shard's pods.
+        constraints = sts["spec"]["template"]["spec"]["topologySpreadConstraints"]
+        by_host = next(c for c in constraints if c["topologyKey"] == "kubernetes.io/hostname")
+        assert by_host["whenUnsatisfiable"] == "DoNotSchedule"
+        assert by_host["labelSelector"]["matchLabels"] == sts["spec"]["selector"]["matchLabels"]
+        for other in r.of_kind("StatefulSet"):
+            if other is not sts:
+                assert not labels_match(by_host["labelSelector"], other["spec"]["template"]["metadata"]["labels"])
+
+
+# --- resources, security, selectors --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_every_container_has_resources_and_the_restricted_security_context(
+    name: str, rendered: dict[str, Rendered]
+) -> None:
+    for workload, template in rendered[name].pod_templates():
+        spec = template["spec"]
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert spec["automountServiceAccountToken"] is False
+        for container in all_containers(spec):
+            where = f"{workload['metadata']['name']}/{container['name']}"
+            for kind in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(container["resources"][kind]), where
+            sc = container["securityContext"]
+            assert sc["runAsNonRoot"] is True, where
+            assert sc["readOnlyRootFilesystem"] is True, where
+            assert sc["allowPrivilegeEscalation"] is False, where
+            assert sc["capabilities"]["drop"] == ["ALL"] and not sc["capabilities"].get("add"), where
+            assert sc["seccompProfile"] == {"type": "RuntimeDefault"}, where
+            assert sc.get("privileged", False) is False, where
+            # A read-only root needs a writable /tmp.
+            assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"], where
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_selectors_match_their_own_pods_and_no_other(name: str, rendered: dict[str, Rendered]) -> None:
+    r = rendered[name]
+    templates = [(w["metadata"]["name"], t["metadata"]["labels"]) for w, t in r.pod_templates()]
+    for workload, template in r.pod_templates():
+        selector = workload["spec"]["selector"]
+        own = workload["metadata"]["name"]
+        assert labels_match(selector, template["metadata"]["labels"]), own
+        others = [n for n, labels in templates if n != own and labels_match(selector, labels)]
+        assert others == [], f"{own}'s selector also selects {others}"
+        for constraint in template["spec"].get("topologySpreadConstraints", []):
+            assert labels_match(constraint["labelSelector"], template["metadata"]["labels"]), own
+    for pdb in r.of_kind("PodDisruptionBudget"):
+        selected = [n for n, labels in templates if labels_match(pdb["spec"]["selector"], labels)]
+        assert len(selected) == 1, f"PDB {pdb['metadata']['name']} selects {selected}"
+    for policy in r.of_kind("NetworkPolicy"):
+        assert any(labels_match(policy["spec"]["podSelector"], labels) for _n, labels in templates)
+    for hpa in r.of_kind("HorizontalPodAutoscaler"):
+        target = r.get(hpa["spec"]["scaleTargetRef"]["kind"], hpa["spec"]["scaleTargetRef"]["name"])
+        assert "replicas" not in target["spec"], "an autoscaled Deployment must leave replicas to the HPA"
+        assert hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+
+
+def test_encoders_autoscale_on_cpu_and_optionally_on_queue_depth(rendered: dict[str, Rendered]) -> None:
+    default = {h["metadata"]["name"]: h for h in rendered["default"].of_kind("HorizontalPodAutoscaler")}
+    assert set(default) == {f"{fullname()}-encoder-text", f"{fullname()}-encoder-image"}
+    for hpa in default.values():
+        assert [m["type"] for m in hpa["spec"]["metrics"]] == ["Resource"]
+        assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+    gpu = rendered["gpu"].get("HorizontalPodAutoscaler", f"{fullname()}-encoder-text")
+    pods_metric = next(m for m in gpu["spec"]["metrics"] if m["type"] == "Pods")
+    assert pods_metric["pods"]["metric"]["name"] == "crossmodal_encoder_queue_depth"
+
+
+# --- NetworkPolicies ---------------------------------------------------------------------------------
+
+OUTSIDE = Peer({"app": "web"}, "frontend", {"kubernetes.io/metadata.name": "frontend"})
+NEIGHBOUR = Peer({"app": "other"}, NAMESPACE, {"kubernetes.io/metadata.name": NAMESPACE})
+PROMETHEUS = Peer({"app.kubernetes.io/name": "prometheus"}, "monitoring", {"kubernetes.io/metadata.name": "monitoring"})
+MONITORING_OTHER = Peer({"app": "grafana"}, "monitoring", {"kubernetes.io/metadata.name": "monitoring"})
+
+
+def _pods(r: Rendered) -> dict[str, tuple[dict[str, str], int, int]]:
+    """component -> (pod labels, grpc port, metrics port) for one pod of each component."""
+    out = {}
+    for _w, template in r.pod_templates():
+        container = _main_container(template)
+        out.setdefault(
+            _component(template),
+            (template["metadata"]["labels"], _port(container, "grpc"), _port(container, "metrics")),
+        )
+    return out
+
+
+@pytest.mark.parametrize("name", ["default", "shards-4x2", "tls-inline", "monitoring"])
+def test_network_policies_allow_exactly_the_intended_paths(name: str, rendered: dict[str, Rendered]) -> None:
+    r = rendered[name]
+    policies = r.of_kind("NetworkPolicy")
+    pods = _pods(r)
+    assert set(pods) == set(COMPONENTS)
+    own = {
+        c: Peer(labels, NAMESPACE, {"kubernetes.io/metadata.name": NAMESPACE}) for c, (labels, _g, _m) in pods.items()
+    }
+    sources = {
+        "outside": OUTSIDE,
+        "neighbour": NEIGHBOUR,
+        "prometheus": PROMETHEUS,
+        "monitoring-other": MONITORING_OTHER,
+        **own,
+    }
+    scrapers = {"prometheus"} if name == "monitoring" else {"prometheus", "monitoring-other"}
+    for dest, (labels, grpc_port, metrics_port) in pods.items():
+        for source_name, source in sources.items():
+            grpc_ok = ingress_allowed(policies, source, labels, NAMESPACE, grpc_port)
+            metrics_ok = ingress_allowed(policies, source, labels, NAMESPACE, metrics_port)
+            other_ok = ingress_allowed(policies, source, labels, NAMESPACE, 22)
+            want_grpc = dest == "gateway" or source_name == "gateway"
+            assert grpc_ok == want_grpc, f"{source_name} -> {dest}:grpc"
+            assert metrics_ok == (source_name in scrapers), f"{source_name} -> {dest}:metrics"
+            assert other_ok is False, f"{source_name} -> {dest}:22"
+
+
+def test_the_gateway_can_be_restricted_to_an_ingress_controller() -> None:
+    ingress = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}
+    r = render({"networkPolicy": {"gateway": {"from": [ingress]}}})
+    labels, grpc_port, _m = _pods(r)["gateway"]
+    controller = Peer({"app": "nginx"}, "ingress-nginx", {"kubernetes.io/metadata.name": "ingress-nginx"})
+    policies = r.of_kind("NetworkPolicy")
+    assert ingress_allowed(policies, controller, labels, NAMESPACE, grpc_port)
+    assert not ingress_allowed(policies, OUTSIDE, labels, NAMESPACE, grpc_port)
+
+
+def test_network_policies_can_be_turned_off() -> None:
+    assert render({"networkPolicy": {"enabled": False}}).of_kind("NetworkPolicy") == []
+
+
+# --- graceful shutdown and config rollout --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_the_termination_grace_period_outlasts_the_prestop_sleep_and_the_drain(
+    name: str, rendered: dict[str, Rendered]
+) -> None:
+    r = rendered[name]
+    for _workload, template in r.pod_templates():
+        component = _component(template)
+        container = _main_container(template)
+        sleep = int(container["lifecycle"]["preStop"]["exec"]["command"][1])
+        assert container["lifecycle"]["preStop"]["exec"]["command"][0] == "sleep"
+        drain = float(r.config(component)["CROSSMODAL_GRACE_SECONDS"])
+        assert sleep > 0
+        assert template["spec"]["terminationGracePeriodSeconds"] > sleep + drain
+
+
+def _checksums(r: Rendered) -> dict[str, str]:
+    return {w["metadata"]["name"]: t["metadata"]["annotations"]["checksum/config"] for w, t in r.pod_templates()}
+
+
+def test_pods_roll_when_their_configuration_changes() -> None:
+    base = _checksums(render({}))
+    everyone = _checksums(render({"config": {"logLevel": "debug"}}))
+    assert all(everyone[n] != base[n] for n in base)
+    gateway_only = _checksums(render({"gateway": {"settings": {"hedgeDelayMs": 50}}}))
+    assert {n for n in base if gateway_only[n] != base[n]} == {f"{fullname()}-gateway"}
+    keys = _checksums(render({"auth": {"apiKeys": ["new-key"]}}))
+    assert {n for n in base if keys[n] != base[n]} == {f"{fullname()}-gateway"}
+    shards = _checksums(render({"index": {"settings": {"expansionSearch": 128}}}))
+    assert {n for n in base if shards[n] != base[n]} == {f"{fullname()}-index-0", f"{fullname()}-index-1"}
+    assert _checksums(render({})) == base
+
+
+# --- value sets: GPU, TLS, models, monitoring ----------------------------------------------------------
+
+
+def test_gpu_encoders_run_the_cuda_image_on_a_gpu(rendered: dict[str, Rendered]) -> None:
+    r = rendered["gpu"]
+    for workload, template in r.pod_templates():
+        component = _component(template)
+        container = _main_container(template)
+        if component.startswith("encoder-"):
+            assert container["image"] == "ghcr.io/crossmodal/crossmodal:0.1.0-cuda"
+            assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+            assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in template["spec"][
+                "tolerations"
+            ]
+            assert template["spec"]["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+            config = r.config(component)
+            assert config["CROSSMODAL_ENCODER_PROVIDERS"] == "cuda,cpu"
+            assert config["CROSSMODAL_ENCODER_PRECISION"] == "fp16"
+        else:
+            assert container["image"] == "ghcr.io/crossmodal/crossmodal:0.1.0", workload["metadata"]["name"]
+            assert "nvidia.com/gpu" not in container["resources"]["limits"]
+    for component in ("encoder-text", "encoder-image"):
+        assert rendered["default"].config(component)["CROSSMODAL_ENCODER_PROVIDERS"] == "cpu"
+
+
+def test_mutual_tls_settings_and_mounted_material(rendered: dict[str, Rendered], certs_dir: Path) -> None:
+    r = rendered["tls-inline"]
+    secret = r.get("Secret", f"{fullname()}-tls")
+    assert secret["type"] == "kubernetes.io/tls"
+    assert base64.b64decode(secret["data"]["ca.crt"]).decode() == (certs_dir / "ca.pem").read_text()
+    keys = r.get("Secret", f"{fullname()}-api-keys")
+    assert base64.b64decode(keys["data"]["api-keys"]).decode().split() == API_KEYS
+    gateway = r.config("gateway")
+    assert gateway["CROSSMODAL_CLIENT_TLS_CA_FILE"] == "/etc/crossmodal/tls/ca.crt"
+    assert gateway["CROSSMODAL_CLIENT_TLS_CERT_FILE"] == "/etc/crossmodal/tls/tls.crt"
+    assert gateway["CROSSMODAL_GATEWAY_API_KEYS_FILE"] == "/etc/crossmodal/auth/api-keys"
+    # Clients of the public gateway need no certificate; internal servers require one.
+    assert "CROSSMODAL_TLS_CLIENT_CA_FILE" not in gateway
+    for component in ("encoder-text", "encoder-image", "index"):
+        assert r.config(component)["CROSSMODAL_TLS_CLIENT_CA_FILE"] == "/etc/crossmodal/tls/ca.crt"
+    for workload, template in r.pod_templates():
+        container = _main_container(template)
+        assert {"name": "tls", "mountPath": "/etc/crossmodal/tls", "readOnly": True} in container["volumeMounts"]
+        volume = next(v for v in template["spec"]["volumes"] if v["name"] == "tls")
+        assert volume["secret"]["secretName"] == f"{fullname()}-tls"
+        command = container["readinessProbe"]["exec"]["command"]
+        server_name = next(a for a in command if a.startswith("--server-name="))
+        if _component(template) == "index":
+            sts = workload["metadata"]["name"]
+            assert server_name == f"--server-name=${{POD_NAME}}.{sts}.{NAMESPACE}.svc.cluster.local"
+        if _component(template) == "gateway":
+            assert "--cert=/etc/crossmodal/tls/tls.crt" not in command
+        else:
+            assert "--cert=/etc/crossmodal/tls/tls.crt" in command
+    # With an existing Secret the chart creates none and mounts that one.
+    existing = rendered["tls"]
+    assert existing.of_kind("Secret") == []
+    gateway_pod = existing.get("Deployment", f"{fullname()}-gateway")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in gateway_pod["volumes"]}
+    assert volumes["tls"]["secret"]["secretName"] == "crossmodal-tls"
+    assert volumes["api-keys"]["secret"]["secretName"] == "crossmodal-api-keys"
+    assert volumes["api-keys"]["secret"]["items"] == [{"key": "keys.txt", "path": "api-keys"}]
+
+
+def test_tls_without_material_is_refused() -> None:
+    from helm_python import HelmRenderError
+
+    with pytest.raises(HelmRenderError, match="tls.existingSecret"):
+        render({"tls": {"enabled": True}})
+
+
+def _encoder_pod(r: Rendered, component: str = "encoder-image") -> dict[str, Any]:
+    return dict(r.get("Deployment", f"{fullname()}-{component}")["spec"]["template"]["spec"])
+
+
+def test_model_bundle_from_the_image_is_verified_before_the_encoder_starts(rendered: dict[str, Rendered]) -> None:
+    r = rendered["default"]
+    pod = _encoder_pod(r)
+    assert [c["name"] for c in pod["initContainers"]] == ["verify-model"]
+    assert pod["initContainers"][0]["command"] == ["crossmodal-verify-bundle", "/app/models/default"]
+    assert r.config("encoder-image")["CROSSMODAL_ENCODER_BUNDLE"] == "/app/models/default"
+    assert "model" not in {v["name"] for v in pod["volumes"]}
+    no_verify = _encoder_pod(render({"model": {"verify": False}}))
+    assert "initContainers" not in no_verify
+
+
+def test_model_bundle_from_a_claim(rendered: dict[str, Rendered]) -> None:
+    r = rendered["model-pvc"]
+    pod = _encoder_pod(r, "encoder-text")
+    volume = next(v for v in pod["volumes"] if v["name"] == "model")
+    assert volume["persistentVolumeClaim"] == {"claimName": "crossmodal-models", "readOnly": True}
+    assert r.config("encoder-text")["CROSSMODAL_ENCODER_BUNDLE"] == "/models/vit-b-32"
+    assert pod["initContainers"][0]["command"] == ["crossmodal-verify-bundle", "/models/vit-b-32"]
+    for container in all_containers(pod):
+        assert {"name": "model", "mountPath": "/models", "readOnly": True} in container["volumeMounts"]
+
+
+def test_model_bundle_copied_by_an_init_container(rendered: dict[str, Rendered]) -> None:
+    r = rendered["model-init"]
+    pod = _encoder_pod(r)
+    fetch, verify = pod["initContainers"]
+    assert (fetch["name"], verify["name"]) == ("fetch-model", "verify-model")
+    assert fetch["image"] == "registry.example.com/crossmodal-models/vit-b-32:2026-01"
+    assert {"name": "MODEL_DIR", "value": "/models/bundle"} in fetch["env"]
+    assert {"name": "model", "mountPath": "/models/bundle", "subPath": "bundle"} in fetch["volumeMounts"]
+    assert verify["command"] == ["crossmodal-verify-bundle", "/models/bundle"]
+    assert r.config("encoder-image")["CROSSMODAL_ENCODER_BUNDLE"] == "/models/bundle"
+    volume = next(v for v in pod["volumes"] if v["name"] == "model")
+    assert volume["emptyDir"] == {"sizeLimit": "2Gi"}
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"model": {"source": "pvc"}}, "model.pvc.claimName"),
+        ({"model": {"source": "init"}}, "model.init.image.repository"),
+    ],
+)
+def test_incomplete_model_sources_are_refused(values: dict[str, Any], message: str) -> None:
+    from helm_python import HelmRenderError
+
+    with pytest.raises(HelmRenderError, match=re.escape(message)):
+        render(values)
+
+
+def test_monitoring_objects_use_the_plain_files(rendered: dict[str, Rendered]) -> None:
+    r = rendered["monitoring"]
+    (monitor,) = r.of_kind("ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    scraped = [s for s in r.of_kind("Service") if labels_match(monitor["spec"]["selector"], s["metadata"]["labels"])]
+    assert {s["metadata"]["name"] for s in scraped} == {s["metadata"]["name"] for s in r.of_kind("Service")}
+    assert all("metrics" in {p["name"] for p in s["spec"]["ports"]} for s in scraped)
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == "metrics"
+    targets = {rl["targetLabel"]: rl["sourceLabels"] for rl in endpoint["relabelings"] if "targetLabel" in rl}
+    assert targets["component"] == ["__meta_kubernetes_pod_label_app_kubernetes_io_component"]
+    assert targets["index_shard"] == ["__meta_kubernetes_pod_label_crossmodal_io_shard"]
+    assert {"action": "labeldrop", "regex": "service"} in endpoint["relabelings"]
+    (rule,) = r.of_kind("PrometheusRule")
+    assert rule["spec"] == yaml.safe_load((CHART / "files" / "alerts.yaml").read_text())
+    dashboard = r.get("ConfigMap", f"{fullname()}-dashboard")
+    assert dashboard["metadata"]["namespace"] == "monitoring"
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dashboard["data"]["crossmodal.json"]) == json.loads(
+        (CHART / "files" / "dashboard.json").read_text()
+    )
+    assert not {"ServiceMonitor", "PrometheusRule"} & {d["kind"] for d in rendered["default"].docs}
+
+
+def test_notes_tell_how_to_reach_the_gateway(rendered: dict[str, Rendered]) -> None:
+    notes = rendered["default"].notes
+    assert f"kubectl -n {NAMESPACE} port-forward svc/{fullname()}-gateway 50051:50051" in notes
+    assert "grpcurl -plaintext $GATEWAY list" in notes
+    lb = rendered["shards-4x2"].notes
+    assert f"get svc {fullname()}-gateway -o jsonpath='{{.status.loadBalancer.ingress[0].ip}}" in lb
+    assert "4 shards x 2 replicas" in lb
+    tls = rendered["tls-inline"].notes
+    assert "-cacert ca.crt" in tls and "authorization: Bearer $API_KEY" in tls
+    assert f"*.{fullname()}-index-<n>.{NAMESPACE}.svc.cluster.local" in tls
+
+
+def test_names_stay_within_kubernetes_limits_for_a_long_release_name() -> None:
+    release = "a-very-long-release-name-for-a-search-deployment-xyz"
+    r = render({"index": {"shards": 12, "replicas": 3}}, name=release)
+    for doc in r.docs:
+        assert len(doc["metadata"]["name"]) <= 63
+    for sts in r.of_kind("StatefulSet"):
+        # Pod names (<sts>-<ordinal>) are host names; the controller-revision-hash label adds 11 characters.
+        assert len(sts["metadata"]["name"]) + 11 <= 63
