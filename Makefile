@@ -24,7 +24,7 @@ setup: $(STAMP)
 
 # torch (CPU build) and open_clip for the exporter, the demo-model trainer and the parity tests.
 $(EXPORT_STAMP): $(STAMP)
-	$(PIP) install --quiet -c constraints.txt -e '.[dev,export]'
+	$(PIP) install --quiet -c constraints.txt -e '.[dev,export,bench]'
 	touch $@
 
 setup-export: $(EXPORT_STAMP)
@@ -38,9 +38,11 @@ protos-check: $(STAMP)
 	$(PY) scripts/check_protos.py
 
 test: $(EXPORT_STAMP) protos-check
+	bash scripts/install_prometheus.sh
 	$(PY) -m pytest -q
 
 test-all: $(EXPORT_STAMP) protos-check
+	bash scripts/install_prometheus.sh
 	$(PY) -m pytest -q -m ''
 
 demo: $(STAMP)
