@@ -53,7 +53,8 @@ def _status_name(context: grpc.aio.ServicerContext, error: BaseException | None)
     return "UNKNOWN" if error is not None and not isinstance(error, grpc.aio.AbortError) else "OK"
 
 
-def _wrap_handler(handler: grpc.RpcMethodHandler, wrap_unary: Any, wrap_stream: Any) -> grpc.RpcMethodHandler:
+def wrap_handler(handler: grpc.RpcMethodHandler, wrap_unary: Any, wrap_stream: Any) -> grpc.RpcMethodHandler:
+    """Rebuild `handler` of any streaming kind with behaviours wrapped (responses streamed or not)."""
     if handler.request_streaming and handler.response_streaming:
         return grpc.stream_stream_rpc_method_handler(
             wrap_stream(handler.stream_stream), handler.request_deserializer, handler.response_serializer)
@@ -133,7 +134,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
 
             return wrapped
 
-        return _wrap_handler(handler, wrap_unary, wrap_stream)
+        return wrap_handler(handler, wrap_unary, wrap_stream)
 
 
 class FaultInjectionInterceptor(grpc.aio.ServerInterceptor):
@@ -169,7 +170,7 @@ class FaultInjectionInterceptor(grpc.aio.ServerInterceptor):
 
             return wrapped
 
-        return _wrap_handler(handler, wrap_unary, wrap_stream)
+        return wrap_handler(handler, wrap_unary, wrap_stream)
 
 
 def _with_request_id(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:

@@ -11,6 +11,8 @@ from typing import Any
 
 import grpc
 
+from services.common.interceptors import wrap_handler
+
 # Probes and tooling must work without a key: Kubernetes' gRPC probes cannot send headers.
 _OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
@@ -58,19 +60,7 @@ def _rejecting(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: s
         await context.abort(code, message)
         yield  # pragma: no cover - makes this an async generator
 
-    if handler.request_streaming and handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler(
-            abort_stream, handler.request_deserializer, handler.response_serializer
-        )
-    if handler.request_streaming:
-        return grpc.stream_unary_rpc_method_handler(
-            abort_unary, handler.request_deserializer, handler.response_serializer
-        )
-    if handler.response_streaming:
-        return grpc.unary_stream_rpc_method_handler(
-            abort_stream, handler.request_deserializer, handler.response_serializer
-        )
-    return grpc.unary_unary_rpc_method_handler(abort_unary, handler.request_deserializer, handler.response_serializer)
+    return wrap_handler(handler, lambda _behavior: abort_unary, lambda _behavior: abort_stream)
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
