@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import statistics
 import sys
 import tempfile
 import threading
@@ -32,8 +31,14 @@ from services.gateway.routing import shard_of  # noqa: E402
 from tests.support import ServiceProcess  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-QUERIES = ["a red circle", "a large blue square on the left", "two green triangles", "a small yellow star",
-           "a purple heart above an orange cross", "a tiny white diamond on a striped background"]
+QUERIES = [
+    "a red circle",
+    "a large blue square on the left",
+    "two green triangles",
+    "a small yellow star",
+    "a purple heart above an orange cross",
+    "a tiny white diamond on a striped background",
+]
 
 
 def clustered(n: int, dim: int, seed: int = 0) -> np.ndarray:
@@ -44,25 +49,45 @@ def clustered(n: int, dim: int, seed: int = 0) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def load(address: str, shard_of_item: dict[int, list[int]] | None, vectors: np.ndarray, model_id: str,
-         shard: int | None = None) -> None:
+def load(
+    address: str,
+    shard_of_item: dict[int, list[int]] | None,
+    vectors: np.ndarray,
+    model_id: str,
+    shard: int | None = None,
+) -> None:
     """Upsert vectors into shards of one process, 1,000 per call."""
     with grpc.insecure_channel(address, options=[("grpc.max_send_message_length", 64 << 20)]) as channel:
         stub = index_pb2_grpc.IndexServiceStub(channel)
         groups = shard_of_item or {shard or 0: list(range(len(vectors)))}
         for number, positions in groups.items():
             for start in range(0, len(positions), 1000):
-                chunk = positions[start:start + 1000]
-                stub.UpsertVectors(index_pb2.UpsertVectorsRequest(shard=number, model_id=model_id, items=[
-                    index_pb2.IndexItem(id=f"v{p}", vector=vectors[p].tolist(), modality=types_pb2.MODALITY_IMAGE,
-                                        metadata={"n": str(p)}) for p in chunk]), timeout=120)
+                chunk = positions[start : start + 1000]
+                stub.UpsertVectors(
+                    index_pb2.UpsertVectorsRequest(
+                        shard=number,
+                        model_id=model_id,
+                        items=[
+                            index_pb2.IndexItem(
+                                id=f"v{p}",
+                                vector=vectors[p].tolist(),
+                                modality=types_pb2.MODALITY_IMAGE,
+                                metadata={"n": str(p)},
+                            )
+                            for p in chunk
+                        ],
+                    ),
+                    timeout=120,
+                )
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
     """p50 and p99 in milliseconds."""
     ordered = sorted(samples)
-    return {"p50_ms": 1000 * ordered[len(ordered) // 2], "p99_ms": 1000 * ordered[min(len(ordered) - 1,
-                                                                                     int(len(ordered) * 0.99))]}
+    return {
+        "p50_ms": 1000 * ordered[len(ordered) // 2],
+        "p99_ms": 1000 * ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
+    }
 
 
 def concurrent(fn, clients: int, per_client: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
@@ -102,9 +127,18 @@ def main() -> int:
     per_client = 10 if args.quick else 40
     out: dict[str, object] = {"n": args.n, "shards": 4, "bundle": str(args.bundle)}
     with tempfile.TemporaryDirectory() as tmp:
-        spec = ClusterSpec(data_dir=Path(tmp) / "c", shards=4, replicas=1, bundle=args.bundle, gateway_port=0,
-                           text_encoder_port=0, image_encoder_port=0, index_base_port=0, metrics_base_port=0,
-                           env={"CROSSMODAL_INDEX_SNAPSHOT_INTERVAL_SECONDS": "3600"})
+        spec = ClusterSpec(
+            data_dir=Path(tmp) / "c",
+            shards=4,
+            replicas=1,
+            bundle=args.bundle,
+            gateway_port=0,
+            text_encoder_port=0,
+            image_encoder_port=0,
+            index_base_port=0,
+            metrics_base_port=0,
+            env={"CROSSMODAL_INDEX_SNAPSHOT_INTERVAL_SECONDS": "3600"},
+        )
         with LocalCluster(spec, say=print) as cluster, Client(cluster.address) as client:
             info = client.stats()
             vectors = clustered(args.n, info.dim)
@@ -116,9 +150,14 @@ def main() -> int:
                 load(cluster.by_name(f"index-{shard}-0").address, {shard: groups[shard]}, vectors, info.model_id)
             out["load_seconds"] = time.perf_counter() - started
             print(f"loaded {args.n} vectors in {out['load_seconds']:.1f}s")
-            single = ServiceProcess("services.index", Path(tmp) / "single", {
-                "CROSSMODAL_INDEX_DATA_DIR": str(Path(tmp) / "single-data"),
-                "CROSSMODAL_INDEX_SNAPSHOT_INTERVAL_SECONDS": "3600"}).wait_ready()
+            single = ServiceProcess(
+                "services.index",
+                Path(tmp) / "single",
+                {
+                    "CROSSMODAL_INDEX_DATA_DIR": str(Path(tmp) / "single-data"),
+                    "CROSSMODAL_INDEX_SNAPSHOT_INTERVAL_SECONDS": "3600",
+                },
+            ).wait_ready()
             try:
                 load(single.address, None, vectors, info.model_id)
                 rng = np.random.default_rng(1)
@@ -132,16 +171,21 @@ def main() -> int:
                     stub = index_pb2_grpc.IndexServiceStub(channel)
 
                     def direct() -> None:
-                        stub.SearchShard(index_pb2.SearchShardRequest(
-                            vector=probes[next(counter) % len(probes)].tolist(), k=10), timeout=10)
+                        stub.SearchShard(
+                            index_pb2.SearchShardRequest(vector=probes[next(counter) % len(probes)].tolist(), k=10),
+                            timeout=10,
+                        )
 
                     for fn in (direct, gateway_vector):  # warm up both paths
                         for _ in range(20):
                             fn()
                     direct_lat = concurrent(direct, 1, per_client * 5)
                     fanout_lat = concurrent(gateway_vector, 1, per_client * 5)
-                out["fanout"] = {"direct_one_shard": direct_lat, "gateway_4_shards": fanout_lat,
-                                 "overhead_p50_ms": fanout_lat["p50_ms"] - direct_lat["p50_ms"]}
+                out["fanout"] = {
+                    "direct_one_shard": direct_lat,
+                    "gateway_4_shards": fanout_lat,
+                    "overhead_p50_ms": fanout_lat["p50_ms"] - direct_lat["p50_ms"],
+                }
                 print("fan-out:", out["fanout"])
             finally:
                 single.terminate()
@@ -149,8 +193,11 @@ def main() -> int:
             texts = iter(range(10**9))
             search_rows = []
             for clients in (1, 16, 64):
-                row = concurrent(lambda: client.search(QUERIES[next(texts) % len(QUERIES)], k=10, target="image"),
-                                 clients, per_client if clients > 1 else per_client * 3)
+                row = concurrent(
+                    lambda: client.search(QUERIES[next(texts) % len(QUERIES)], k=10, target="image"),
+                    clients,
+                    per_client if clients > 1 else per_client * 3,
+                )
                 search_rows.append(row)
                 print("text->image search:", row)
             out["text_to_image_search"] = search_rows
@@ -172,26 +219,41 @@ def main() -> int:
     bundle.encode_images(images[:32])
     started = time.perf_counter()
     for start in range(0, len(images), 32):
-        bundle.encode_images(images[start:start + 32])
+        bundle.encode_images(images[start : start + 32])
     raw_rate = len(images) / (time.perf_counter() - started)
-    out["ingest"] = {"images": len(pngs), "end_to_end_images_per_s": ingest_rate,
-                     "raw_tower_images_per_s_batch32": raw_rate, "ratio": ingest_rate / raw_rate}
+    out["ingest"] = {
+        "images": len(pngs),
+        "end_to_end_images_per_s": ingest_rate,
+        "raw_tower_images_per_s_batch32": raw_rate,
+        "ratio": ingest_rate / raw_rate,
+    }
     print("ingest:", out["ingest"])
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "gateway.json").write_text(json.dumps(out, indent=2))
     fan = out["fanout"]  # type: ignore[assignment]
     ing = out["ingest"]  # type: ignore[assignment]
-    md = [f"## Gateway ({args.n:,} vectors over 4 shards, bundle {args.bundle.name})", "",
-          "| text->image search | QPS | p50 ms | p99 ms |", "|---|---|---|---|"]
+    md = [
+        f"## Gateway ({args.n:,} vectors over 4 shards, bundle {args.bundle.name})",
+        "",
+        "| text->image search | QPS | p50 ms | p99 ms |",
+        "|---|---|---|---|",
+    ]
     md += [f"| {r['clients']} clients | {r['qps']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} |" for r in search_rows]
-    md += ["", "| fan-out (vector query, k=10, 1 client) | p50 ms | p99 ms |", "|---|---|---|",
-           f"| direct search of one shard holding all vectors | {fan['direct_one_shard']['p50_ms']:.2f} | "
-           f"{fan['direct_one_shard']['p99_ms']:.2f} |",
-           f"| gateway over 4 shards | {fan['gateway_4_shards']['p50_ms']:.2f} | {fan['gateway_4_shards']['p99_ms']:.2f} |",
-           f"| **overhead p50** | **{fan['overhead_p50_ms']:.2f}** (target <= 1 ms) | |", "",
-           f"Ingest end to end: {ing['end_to_end_images_per_s']:.1f} images/s vs raw image tower "
-           f"{ing['raw_tower_images_per_s_batch32']:.1f} images/s at batch 32 in process: "
-           f"**{100 * ing['ratio']:.0f}%** (target >= 80%).", ""]
+    md += [
+        "",
+        "| fan-out (vector query, k=10, 1 client) | p50 ms | p99 ms |",
+        "|---|---|---|",
+        f"| direct search of one shard holding all vectors | {fan['direct_one_shard']['p50_ms']:.2f} | "
+        f"{fan['direct_one_shard']['p99_ms']:.2f} |",
+        f"| gateway over 4 shards | {fan['gateway_4_shards']['p50_ms']:.2f} | "
+        f"{fan['gateway_4_shards']['p99_ms']:.2f} |",
+        f"| **overhead p50** | **{fan['overhead_p50_ms']:.2f}** (target <= 1 ms) | |",
+        "",
+        f"Ingest end to end: {ing['end_to_end_images_per_s']:.1f} images/s vs raw image tower "
+        f"{ing['raw_tower_images_per_s_batch32']:.1f} images/s at batch 32 in process: "
+        f"**{100 * ing['ratio']:.0f}%** (target >= 80%).",
+        "",
+    ]
     (RESULTS / "gateway.md").write_text("\n".join(md))
     print("\n".join(md))
     return 0

@@ -30,8 +30,11 @@ def main(argv: list[str]) -> int:
         if result.returncode != 0:
             failed.append(script.name)
     cpu = platform.processor() or platform.machine()
-    lines = [f"# Benchmark results ({datetime.date.today().isoformat()}, {cpu}, "
-             f"{len(__import__('os').sched_getaffinity(0))} cores, Python {platform.python_version()})", ""]
+    lines = [
+        f"# Benchmark results ({datetime.date.today().isoformat()}, {cpu}, "
+        f"{len(__import__('os').sched_getaffinity(0))} cores, Python {platform.python_version()})",
+        "",
+    ]
     for md in sorted(RESULTS.glob("*.md")):
         if md.name != "SUMMARY.md":
             lines += [md.read_text().strip(), ""]

@@ -98,8 +98,14 @@ class LocalCluster:
 
     def _launch(self, process: ClusterProcess) -> None:
         with open(process.log_path, "ab") as log:
-            process.proc = subprocess.Popen([sys.executable, "-m", process.module], cwd=REPO_ROOT, env=process.env,
-                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            process.proc = subprocess.Popen(
+                [sys.executable, "-m", process.module],
+                cwd=REPO_ROOT,
+                env=process.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.processes.append(process)
 
     def _wait_ready(self, processes: list[ClusterProcess], timeout: float) -> None:
@@ -109,8 +115,10 @@ class LocalCluster:
             for process in list(waiting):
                 assert process.proc is not None
                 if process.proc.poll() is not None:
-                    raise ClusterError(f"{process.name} exited with status {process.proc.returncode}; its log "
-                                       f"({process.log_path}) ends with:\n{process.tail()}")
+                    raise ClusterError(
+                        f"{process.name} exited with status {process.proc.returncode}; its log "
+                        f"({process.log_path}) ends with:\n{process.tail()}"
+                    )
                 if process.ready_file.exists():
                     info = json.loads(process.ready_file.read_text())
                     process.port, process.metrics_port = int(info["port"]), int(info["metrics_port"])
@@ -132,21 +140,30 @@ class LocalCluster:
         mbase = spec.metrics_base_port
         encoder_env = {"CROSSMODAL_ENCODER_BUNDLE": str(spec.bundle), "CROSSMODAL_ENCODER_PRECISION": spec.precision}
         backends = [
-            self._process("encoder_text", "services.encoder_text", spec.text_encoder_port, self._port(mbase, 1),
-                          encoder_env),
-            self._process("encoder_image", "services.encoder_image", spec.image_encoder_port, self._port(mbase, 2),
-                          encoder_env),
+            self._process(
+                "encoder_text", "services.encoder_text", spec.text_encoder_port, self._port(mbase, 1), encoder_env
+            ),
+            self._process(
+                "encoder_image", "services.encoder_image", spec.image_encoder_port, self._port(mbase, 2), encoder_env
+            ),
         ]
         shard_map: list[list[ClusterProcess]] = []
         for shard in range(spec.shards):
             replicas = []
             for replica in range(spec.replicas):
                 offset = shard * spec.replicas + replica
-                replicas.append(self._process(
-                    f"index-{shard}-{replica}", "services.index", self._port(spec.index_base_port, offset),
-                    self._port(mbase, 10 + offset),
-                    {"CROSSMODAL_INDEX_DATA_DIR": str(spec.data_dir / "index" / f"replica-{replica}"),
-                     "CROSSMODAL_INDEX_SHARDS": str(shard)}))
+                replicas.append(
+                    self._process(
+                        f"index-{shard}-{replica}",
+                        "services.index",
+                        self._port(spec.index_base_port, offset),
+                        self._port(mbase, 10 + offset),
+                        {
+                            "CROSSMODAL_INDEX_DATA_DIR": str(spec.data_dir / "index" / f"replica-{replica}"),
+                            "CROSSMODAL_INDEX_SHARDS": str(shard),
+                        },
+                    )
+                )
             shard_map.append(replicas)
             backends.extend(replicas)
         try:
@@ -154,12 +171,18 @@ class LocalCluster:
                 self._launch(process)
             self._wait_ready(backends, timeout)
             shards = ";".join(",".join(r.address for r in replicas) for replicas in shard_map)
-            self.gateway = self._process("gateway", "services.gateway", spec.gateway_port, self._port(mbase, 0), {
-                "CROSSMODAL_GATEWAY_TEXT_ENCODERS": backends[0].address,
-                "CROSSMODAL_GATEWAY_IMAGE_ENCODERS": backends[1].address,
-                "CROSSMODAL_GATEWAY_SHARDS": shards,
-                **spec.gateway_env,
-            })
+            self.gateway = self._process(
+                "gateway",
+                "services.gateway",
+                spec.gateway_port,
+                self._port(mbase, 0),
+                {
+                    "CROSSMODAL_GATEWAY_TEXT_ENCODERS": backends[0].address,
+                    "CROSSMODAL_GATEWAY_IMAGE_ENCODERS": backends[1].address,
+                    "CROSSMODAL_GATEWAY_SHARDS": shards,
+                    **spec.gateway_env,
+                },
+            )
             self._launch(self.gateway)
             self._wait_ready([self.gateway], timeout)
         except BaseException:

@@ -17,16 +17,30 @@ def main() -> int:
     protos = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "protos").rglob("*.proto"))
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(
-            [sys.executable, "-m", "grpc_tools.protoc", "-I", "protos", f"--python_out={tmp}",
-             f"--pyi_out={tmp}", f"--grpc_python_out={tmp}", *protos],
-            cwd=ROOT, check=True,
+            [
+                sys.executable,
+                "-m",
+                "grpc_tools.protoc",
+                "-I",
+                "protos",
+                f"--python_out={tmp}",
+                f"--pyi_out={tmp}",
+                f"--grpc_python_out={tmp}",
+                *protos,
+            ],
+            cwd=ROOT,
+            check=True,
         )
         fresh = sorted(p.name for p in (Path(tmp) / GEN).iterdir())
-        current = sorted(p.name for p in (ROOT / GEN).iterdir() if p.suffix in (".py", ".pyi")
-                         and p.name != "__init__.py")
-        stale = [name for name in fresh
-                 if not (ROOT / GEN / name).exists() or not filecmp.cmp(Path(tmp) / GEN / name,
-                                                                       ROOT / GEN / name, shallow=False)]
+        current = sorted(
+            p.name for p in (ROOT / GEN).iterdir() if p.suffix in (".py", ".pyi") and p.name != "__init__.py"
+        )
+        stale = [
+            name
+            for name in fresh
+            if not (ROOT / GEN / name).exists()
+            or not filecmp.cmp(Path(tmp) / GEN / name, ROOT / GEN / name, shallow=False)
+        ]
         extra = sorted(set(current) - set(fresh))
     if stale or extra:
         print("generated protobuf code is stale; run `make protos` and commit the result", file=sys.stderr)

@@ -93,8 +93,11 @@ def verify_bundle(path: str | Path) -> Manifest:
     manifest = Manifest.load(bundle_dir)
     for name in sorted(manifest.files):
         _read_verified(bundle_dir, name, manifest)
-    extra = sorted(p.name for p in bundle_dir.iterdir()
-                   if p.name not in manifest.files and p.name != "model.json" and p.name not in DOCUMENTATION_FILES)
+    extra = sorted(
+        p.name
+        for p in bundle_dir.iterdir()
+        if p.name not in manifest.files and p.name != "model.json" and p.name not in DOCUMENTATION_FILES
+    )
     if extra:
         raise BundleError(f"files not listed in model.json: {extra}", path=str(bundle_dir))
     return manifest

@@ -19,10 +19,16 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".ti
 
 def add_connection_args(parser: argparse.ArgumentParser) -> None:
     """--address, --api-key and TLS options, with environment defaults."""
-    parser.add_argument("--address", default=os.environ.get("CROSSMODAL_ADDRESS", "127.0.0.1:50051"),
-                        help="gateway host:port (env CROSSMODAL_ADDRESS; default 127.0.0.1:50051)")
-    parser.add_argument("--api-key", default=os.environ.get("CROSSMODAL_API_KEY"),
-                        help="API key sent as `authorization: Bearer` (env CROSSMODAL_API_KEY)")
+    parser.add_argument(
+        "--address",
+        default=os.environ.get("CROSSMODAL_ADDRESS", "127.0.0.1:50051"),
+        help="gateway host:port (env CROSSMODAL_ADDRESS; default 127.0.0.1:50051)",
+    )
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("CROSSMODAL_API_KEY"),
+        help="API key sent as `authorization: Bearer` (env CROSSMODAL_API_KEY)",
+    )
     parser.add_argument("--ca", type=Path, help="CA bundle (PEM) to verify the gateway; enables TLS")
     parser.add_argument("--cert", type=Path, help="client certificate (PEM) for mutual TLS")
     parser.add_argument("--key", type=Path, help="client private key (PEM) for mutual TLS")
@@ -31,8 +37,13 @@ def add_connection_args(parser: argparse.ArgumentParser) -> None:
 def connect(args: argparse.Namespace) -> Client:
     """A client from the connection options."""
     read = lambda p: p.read_bytes() if p else None  # noqa: E731
-    return Client(args.address, api_key=args.api_key, root_certificates=read(args.ca),
-                  client_cert=read(args.cert), client_key=read(args.key))
+    return Client(
+        args.address,
+        api_key=args.api_key,
+        root_certificates=read(args.ca),
+        client_cert=read(args.cert),
+        client_key=read(args.key),
+    )
 
 
 def parse_filter(specs: Sequence[str]) -> types_pb2.Filter | None:
@@ -83,10 +94,12 @@ def _thumbnail(path: str, size: int = 160) -> str | None:
 
 def write_html(path: Path, sections: Sequence[tuple[str, Sequence[Hit], str | None]]) -> None:
     """A self-contained results page: per query, its hits with thumbnails (images) or texts."""
-    parts = ["<!doctype html><meta charset='utf-8'><title>crossmodal results</title>",
-             "<style>body{font-family:sans-serif;margin:2em}figure{display:inline-block;width:180px;margin:6px;"
-             "vertical-align:top;font-size:12px}img{border:1px solid #ccc}.q{margin-top:2em}</style>",
-             "<h1>crossmodal results</h1>"]
+    parts = [
+        "<!doctype html><meta charset='utf-8'><title>crossmodal results</title>",
+        "<style>body{font-family:sans-serif;margin:2em}figure{display:inline-block;width:180px;margin:6px;"
+        "vertical-align:top;font-size:12px}img{border:1px solid #ccc}.q{margin-top:2em}</style>",
+        "<h1>crossmodal results</h1>",
+    ]
     for title, hits, query_image in sections:
         parts.append(f"<div class='q'><h2>{html.escape(title)}</h2>")
         if query_image:
@@ -96,8 +109,11 @@ def write_html(path: Path, sections: Sequence[tuple[str, Sequence[Hit], str | No
         for n, hit in enumerate(hits, 1):
             caption = f"#{n} {html.escape(hit.id)}<br>score {hit.score:.4f} ({hit.modality})"
             thumb = _thumbnail(hit.metadata["path"]) if hit.modality == "image" and "path" in hit.metadata else None
-            body = f"<img src='{thumb}' alt='{html.escape(hit.id)}'>" if thumb else \
-                f"<blockquote>{html.escape(hit.metadata.get('text', ''))}</blockquote>"
+            body = (
+                f"<img src='{thumb}' alt='{html.escape(hit.id)}'>"
+                if thumb
+                else f"<blockquote>{html.escape(hit.metadata.get('text', ''))}</blockquote>"
+            )
             parts.append(f"<figure class='hit'>{body}<figcaption>{caption}</figcaption></figure>")
         parts.append("</div>")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -79,6 +79,7 @@ def _handler(args: Any) -> int:
 def register(subparsers: Any) -> None:
     """Add the `config-table` subcommand."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
-        "config-table", help="print the Markdown table of every CROSSMODAL_* environment variable")
+        "config-table", help="print the Markdown table of every CROSSMODAL_* environment variable"
+    )
     parser.add_argument("--update", metavar="README", help="rewrite the table inside this file's markers")
     parser.set_defaults(func=_handler)

@@ -14,8 +14,12 @@ from crossmodal.cli.up import add_cluster_args, spec_from
 from crossmodal.client import Client, Hit
 from crossmodal.cluster import ClusterError, LocalCluster
 
-TEXT_QUERIES = ("a red circle", "a large blue square", "a small green triangle on the left",
-                "a yellow star above a purple heart")
+TEXT_QUERIES = (
+    "a red circle",
+    "a large blue square",
+    "a small green triangle on the left",
+    "a yellow star above a purple heart",
+)
 
 
 def make_sample_gallery(out: Path, count: int, seed: int) -> Path:
@@ -65,10 +69,16 @@ def _handler(args: argparse.Namespace) -> int:
             first = next(s for s in sources if not s.id.endswith("#caption"))
             image_item = first.load()
             image_path = image_item.metadata["path"]
-            show(f"image -> image: more like {first.id}", client.search(like_id=first.id, k=args.k,
-                                                                          target="image").hits, image_path)
-            show(f"image -> text: captions for {first.id}",
-                 client.search(image=image_item.image, k=args.k, target="text").hits, image_path)
+            show(
+                f"image -> image: more like {first.id}",
+                client.search(like_id=first.id, k=args.k, target="image").hits,
+                image_path,
+            )
+            show(
+                f"image -> text: captions for {first.id}",
+                client.search(image=image_item.image, k=args.k, target="text").hits,
+                image_path,
+            )
             show(f"text -> text: {TEXT_QUERIES[0]!r}", client.search(TEXT_QUERIES[0], k=args.k, target="text").hits)
             page = data / "results.html"
             write_html(page, sections)

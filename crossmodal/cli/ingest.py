@@ -78,8 +78,12 @@ def _from_record(root: Path, number: int, record: dict[str, Any]) -> list[Source
         out.append(Source(item_id, lambda: Item.from_image_file(item_id, image, image_meta, tags)))
         if caption:
             text_meta = {**meta, "text": caption, "image_id": item_id}
-            out.append(Source(f"{item_id}#caption",
-                              lambda: Item(f"{item_id}#caption", text=caption, metadata=text_meta, tags=tags)))
+            out.append(
+                Source(
+                    f"{item_id}#caption",
+                    lambda: Item(f"{item_id}#caption", text=caption, metadata=text_meta, tags=tags),
+                )
+            )
     elif "text" in record:
         text = str(record["text"])
         out.append(Source(item_id, lambda: Item(item_id, text=text, metadata={**meta, "text": text}, tags=tags)))
@@ -94,8 +98,9 @@ def default_state_file(address: str, paths: Sequence[Path]) -> Path:
     return Path.home() / ".cache" / "crossmodal" / "ingest" / f"{key}.acked"
 
 
-def run_ingest(client: Client, sources: Sequence[Source], state_file: Path, *, progress: bool = True,
-               out: Any = sys.stderr) -> tuple[int, int, Counter[str]]:
+def run_ingest(
+    client: Client, sources: Sequence[Source], state_file: Path, *, progress: bool = True, out: Any = sys.stderr
+) -> tuple[int, int, Counter[str]]:
     """Send what is not yet acknowledged; returns (sent, acknowledged, failure reasons)."""
     state_file.parent.mkdir(parents=True, exist_ok=True)
     done = set(state_file.read_text().splitlines()) if state_file.exists() else set()
@@ -139,8 +144,7 @@ def _handler(args: argparse.Namespace) -> int:
         try:
             sent, acked, failures = run_ingest(client, sources, state, progress=not args.quiet)
         except grpc.RpcError as exc:
-            print(f"ingest stopped: {exc.code().name}: {exc.details()} (run again to resume)",
-                  file=sys.stderr)
+            print(f"ingest stopped: {exc.code().name}: {exc.details()} (run again to resume)", file=sys.stderr)
             return 1
     print(f"ingested {acked} of {sent} items sent ({len(sources)} found); state in {state}")
     if failures:

@@ -18,9 +18,15 @@ def _handler(args: argparse.Namespace) -> int:
         return 2
     with connect(args) as client:
         try:
-            result = client.search(args.text, image=args.image.read_bytes() if args.image else None,
-                                   like_id=args.like, k=args.k, target=args.target,
-                                   filter=parse_filter(args.filter), require_complete=args.complete)
+            result = client.search(
+                args.text,
+                image=args.image.read_bytes() if args.image else None,
+                like_id=args.like,
+                k=args.k,
+                target=args.target,
+                filter=parse_filter(args.filter),
+                require_complete=args.complete,
+            )
         except grpc.RpcError as exc:
             print(f"search failed: {exc.code().name}: {exc.details()}", file=sys.stderr)
             return 1
@@ -45,8 +51,13 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--like", metavar="ID", help="query with a stored item (more like this)")
     parser.add_argument("--k", type=int, default=10, help="number of results (default 10)")
     parser.add_argument("--target", choices=("any", "image", "text"), default="any", help="modality of results")
-    parser.add_argument("--filter", action="append", default=[], metavar="F",
-                        help="key=value, key=v1|v2 or tag:name; repeat to combine (AND)")
+    parser.add_argument(
+        "--filter",
+        action="append",
+        default=[],
+        metavar="F",
+        help="key=value, key=v1|v2 or tag:name; repeat to combine (AND)",
+    )
     parser.add_argument("--complete", action="store_true", help="fail instead of answering from some shards")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--html", type=Path, metavar="FILE", help="also write a results page with thumbnails")

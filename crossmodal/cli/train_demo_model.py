@@ -22,16 +22,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
     )
     p.add_argument("--out", type=Path, default=Path("models/default"), help="bundle directory to write")
-    p.add_argument(
-        "--work-dir", type=Path, default=Path(".cache/demo-train"), help="checkpoints and the training log"
-    )
+    p.add_argument("--work-dir", type=Path, default=Path(".cache/demo-train"), help="checkpoints and the training log")
     p.add_argument("--model-id", default=DEFAULT_MODEL_ID)
     p.add_argument("--steps", type=int, default=d.steps)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--scenes", type=int, default=d.scenes, help="distinct training scenes to render")
-    p.add_argument(
-        "--twin-fraction", type=float, default=d.twin_fraction, help="share of scenes given a hard negative"
-    )
+    p.add_argument("--twin-fraction", type=float, default=d.twin_fraction, help="share of scenes given a hard negative")
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
     p.add_argument("--seed", type=int, default=d.seed)
@@ -39,9 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=d.workers, help="processes rendering the scenes")
     p.add_argument("--device", default=d.device)
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
-    p.add_argument(
-        "--scene-cache", default=d.cache_dir, help="where rendered scenes are cached ('' for none)"
-    )
+    p.add_argument("--scene-cache", default=d.cache_dir, help="where rendered scenes are cached ('' for none)")
     p.add_argument(
         "--arch",
         action="append",

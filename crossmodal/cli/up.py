@@ -28,10 +28,18 @@ def spec_from(args: argparse.Namespace) -> ClusterSpec:
     """The cluster the options describe."""
     if args.shards < 1 or args.replicas < 1:
         raise SystemExit("--shards and --replicas must be at least 1")
-    return ClusterSpec(data_dir=args.data_dir, shards=args.shards, replicas=args.replicas, bundle=args.bundle,
-                       precision=args.precision, gateway_port=args.port, text_encoder_port=args.encoder_ports[0],
-                       image_encoder_port=args.encoder_ports[1], index_base_port=args.index_base_port,
-                       metrics_base_port=args.metrics_base_port)
+    return ClusterSpec(
+        data_dir=args.data_dir,
+        shards=args.shards,
+        replicas=args.replicas,
+        bundle=args.bundle,
+        precision=args.precision,
+        gateway_port=args.port,
+        text_encoder_port=args.encoder_ports[0],
+        image_encoder_port=args.encoder_ports[1],
+        index_base_port=args.index_base_port,
+        metrics_base_port=args.metrics_base_port,
+    )
 
 
 def _handler(args: argparse.Namespace) -> int:

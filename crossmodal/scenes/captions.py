@@ -103,9 +103,7 @@ def _article(phrase: str) -> str:
 class _Namer:
     """Chooses the wording of one caption; `full` keeps every attribute."""
 
-    def __init__(
-        self, rng: np.random.Generator, full: bool, plain_words: bool, with_size: bool = True
-    ) -> None:
+    def __init__(self, rng: np.random.Generator, full: bool, plain_words: bool, with_size: bool = True) -> None:
         self.rng = rng
         self.full = full
         self.plain = plain_words
@@ -189,9 +187,7 @@ def _minimal(spec: SceneSpec, n: _Namer) -> str:
     return nouns[0] if len(nouns) == 1 else ", ".join(nouns[:-1]) + " and " + nouns[-1]
 
 
-def describe(
-    spec: SceneSpec, rng: np.random.Generator, *, detail: str = "full", plain_words: bool = False
-) -> str:
+def describe(spec: SceneSpec, rng: np.random.Generator, *, detail: str = "full", plain_words: bool = False) -> str:
     """Caption `spec`: "full" names every attribute, "partial" drops some at random, "minimal"
     names only each object's colour and shape (as users often type: "a red circle and a blue square")."""
     if detail not in DETAILS:

@@ -71,9 +71,7 @@ def _place(points: list[Point], cx: float, cy: float, radius: float, rotation: f
     return [(cx + radius * (x * c - y * s), cy + radius * (x * s + y * c)) for x, y in points]
 
 
-def shape_mask(
-    shape: str, width: int, cx: float, cy: float, radius: float, rotation: float = 0.0
-) -> Image.Image:
+def shape_mask(shape: str, width: int, cx: float, cy: float, radius: float, rotation: float = 0.0) -> Image.Image:
     """Return an 'L' mask of `width` x `width` pixels with `shape` drawn at (cx, cy) in pixels."""
     mask = Image.new("L", (width, width), 0)
     draw = ImageDraw.Draw(mask)
@@ -116,9 +114,7 @@ def render_background(bg: BackgroundSpec, width: int, rng: np.random.Generator) 
         pixels = np.where(band[..., None] == 0, a, b)
     elif bg.kind == "noise":
         coarse = rng.normal(0.0, 1.0, size=(8, 8)).astype(np.float32)
-        smooth = np.asarray(
-            Image.fromarray(coarse, mode="F").resize((width, width), Image.Resampling.BICUBIC)
-        )
+        smooth = np.asarray(Image.fromarray(coarse, mode="F").resize((width, width), Image.Resampling.BICUBIC))
         fine = rng.normal(0.0, 0.5, size=(width, width)).astype(np.float32)
         pixels = a + (bg.noise * (smooth + fine))[..., None]
     else:

@@ -36,6 +36,5 @@ def open_channel(
     if tls is not None and tls.enabled:
         from services.common.tls import channel_credentials
 
-        return grpc.aio.secure_channel(target, channel_credentials(tls), options=options,
-                                       interceptors=interceptors)
+        return grpc.aio.secure_channel(target, channel_credentials(tls), options=options, interceptors=interceptors)
     return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)

@@ -194,47 +194,88 @@ class ServerConfig:
     """Settings of the gRPC server, metrics endpoint, logging and shutdown, shared by every service."""
 
     host: str = setting("HOST", "0.0.0.0", "Address the gRPC server binds to.")
-    port: int = setting("PORT", 50051, "gRPC port (0 picks a free port; each service has its own default).",
-                        min=0, max=65535)
-    metrics_port: int = setting("METRICS_PORT", 9090, "Port of the Prometheus /metrics HTTP endpoint "
-                                "(0 picks a free port; -1 disables it).", min=-1, max=65535)
-    log_level: str = setting("LOG_LEVEL", "info", "Minimum log level.",
-                             choices=("debug", "info", "warning", "error"))
-    log_format: str = setting("LOG_FORMAT", "auto", "Log format: JSON lines, console, or auto "
-                              "(console on a terminal, JSON otherwise).", choices=("auto", "json", "console"))
-    grace_seconds: float = setting("GRACE_SECONDS", 10.0, "On SIGTERM, how long in-flight calls may run "
-                                   "before the server stops.", min=0, max=3600)
-    max_message_bytes: int = setting("MAX_MESSAGE_BYTES", 64 * 1024 * 1024, "Largest gRPC message accepted "
-                                     "or sent, in bytes.", min=1024, max=2**31 - 1)
-    max_concurrent_rpcs: int = setting("MAX_CONCURRENT_RPCS", 0, "Upper bound on RPCs served at once; "
-                                       "more get RESOURCE_EXHAUSTED (0: unbounded).", min=0)
+    port: int = setting(
+        "PORT", 50051, "gRPC port (0 picks a free port; each service has its own default).", min=0, max=65535
+    )
+    metrics_port: int = setting(
+        "METRICS_PORT",
+        9090,
+        "Port of the Prometheus /metrics HTTP endpoint (0 picks a free port; -1 disables it).",
+        min=-1,
+        max=65535,
+    )
+    log_level: str = setting("LOG_LEVEL", "info", "Minimum log level.", choices=("debug", "info", "warning", "error"))
+    log_format: str = setting(
+        "LOG_FORMAT",
+        "auto",
+        "Log format: JSON lines, console, or auto (console on a terminal, JSON otherwise).",
+        choices=("auto", "json", "console"),
+    )
+    grace_seconds: float = setting(
+        "GRACE_SECONDS", 10.0, "On SIGTERM, how long in-flight calls may run before the server stops.", min=0, max=3600
+    )
+    max_message_bytes: int = setting(
+        "MAX_MESSAGE_BYTES",
+        64 * 1024 * 1024,
+        "Largest gRPC message accepted or sent, in bytes.",
+        min=1024,
+        max=2**31 - 1,
+    )
+    max_concurrent_rpcs: int = setting(
+        "MAX_CONCURRENT_RPCS",
+        0,
+        "Upper bound on RPCs served at once; more get RESOURCE_EXHAUSTED (0: unbounded).",
+        min=0,
+    )
     tls_cert_file: Path | None = setting("TLS_CERT_FILE", None, "Server certificate (PEM); enables TLS.")
     tls_key_file: Path | None = setting("TLS_KEY_FILE", None, "Server private key (PEM).")
-    tls_client_ca_file: Path | None = setting("TLS_CLIENT_CA_FILE", None, "CA bundle (PEM) that client "
-                                              "certificates must chain to; enables mutual TLS.")
-    client_tls_ca_file: Path | None = setting("CLIENT_TLS_CA_FILE", None, "CA bundle (PEM) to verify the "
-                                              "services this one calls; enables TLS on its channels.")
-    client_tls_cert_file: Path | None = setting("CLIENT_TLS_CERT_FILE", None, "Client certificate (PEM) "
-                                                "presented to the services this one calls (mutual TLS).")
+    tls_client_ca_file: Path | None = setting(
+        "TLS_CLIENT_CA_FILE", None, "CA bundle (PEM) that client certificates must chain to; enables mutual TLS."
+    )
+    client_tls_ca_file: Path | None = setting(
+        "CLIENT_TLS_CA_FILE",
+        None,
+        "CA bundle (PEM) to verify the services this one calls; enables TLS on its channels.",
+    )
+    client_tls_cert_file: Path | None = setting(
+        "CLIENT_TLS_CERT_FILE", None, "Client certificate (PEM) presented to the services this one calls (mutual TLS)."
+    )
     client_tls_key_file: Path | None = setting("CLIENT_TLS_KEY_FILE", None, "Client private key (PEM).")
-    ready_file: Path | None = setting("READY_FILE", None, "Where to write {\"port\", \"metrics_port\", "
-                                      "\"pid\"} as JSON once the service is SERVING (used by `crossmodal up`).")
-    fault_delay_ms: int = setting("FAULT_DELAY_MS", 0, "Test only: delay every call of the methods in "
-                                  "CROSSMODAL_FAULT_METHODS by this many milliseconds.", min=0, max=600_000)
-    fault_methods: tuple[str, ...] = setting("FAULT_METHODS", (), "Test only: comma-separated method "
-                                             "names (e.g. SearchShard) that CROSSMODAL_FAULT_DELAY_MS slows.")
+    ready_file: Path | None = setting(
+        "READY_FILE",
+        None,
+        'Where to write {"port", "metrics_port", "pid"} as JSON once the service is SERVING (used by `crossmodal up`).',
+    )
+    fault_delay_ms: int = setting(
+        "FAULT_DELAY_MS",
+        0,
+        "Test only: delay every call of the methods in CROSSMODAL_FAULT_METHODS by this many milliseconds.",
+        min=0,
+        max=600_000,
+    )
+    fault_methods: tuple[str, ...] = setting(
+        "FAULT_METHODS",
+        (),
+        "Test only: comma-separated method names (e.g. SearchShard) that CROSSMODAL_FAULT_DELAY_MS slows.",
+    )
 
     def __post_init__(self) -> None:
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ConfigError("CROSSMODAL_TLS_CERT_FILE and CROSSMODAL_TLS_KEY_FILE must be set together")
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
-            raise ConfigError("CROSSMODAL_TLS_CLIENT_CA_FILE (mutual TLS) needs CROSSMODAL_TLS_CERT_FILE "
-                              "and CROSSMODAL_TLS_KEY_FILE")
+            raise ConfigError(
+                "CROSSMODAL_TLS_CLIENT_CA_FILE (mutual TLS) needs CROSSMODAL_TLS_CERT_FILE and CROSSMODAL_TLS_KEY_FILE"
+            )
         if (self.client_tls_cert_file is None) != (self.client_tls_key_file is None):
-            raise ConfigError("CROSSMODAL_CLIENT_TLS_CERT_FILE and CROSSMODAL_CLIENT_TLS_KEY_FILE must be "
-                              "set together")
-        for name in ("tls_cert_file", "tls_key_file", "tls_client_ca_file", "client_tls_ca_file",
-                     "client_tls_cert_file", "client_tls_key_file"):
+            raise ConfigError("CROSSMODAL_CLIENT_TLS_CERT_FILE and CROSSMODAL_CLIENT_TLS_KEY_FILE must be set together")
+        for name in (
+            "tls_cert_file",
+            "tls_key_file",
+            "tls_client_ca_file",
+            "client_tls_ca_file",
+            "client_tls_cert_file",
+            "client_tls_key_file",
+        ):
             path = getattr(self, name)
             if path is not None and not path.is_file():
                 raise ConfigError(f"CROSSMODAL_{name.upper()}: no such file: {path}")

@@ -20,8 +20,11 @@ REQUEST_ID_HEADER = "x-request-id"
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("crossmodal_request_id", default=None)
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 # Probes hit these every few seconds; their log lines go to debug so they do not drown real traffic.
-_QUIET_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
-                   "grpc.reflection.v1.ServerReflection")
+_QUIET_SERVICES = (
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1alpha.ServerReflection",
+    "grpc.reflection.v1.ServerReflection",
+)
 
 log = structlog.get_logger("rpc")
 
@@ -57,15 +60,19 @@ def wrap_handler(handler: grpc.RpcMethodHandler, wrap_unary: Any, wrap_stream: A
     """Rebuild `handler` of any streaming kind with behaviours wrapped (responses streamed or not)."""
     if handler.request_streaming and handler.response_streaming:
         return grpc.stream_stream_rpc_method_handler(
-            wrap_stream(handler.stream_stream), handler.request_deserializer, handler.response_serializer)
+            wrap_stream(handler.stream_stream), handler.request_deserializer, handler.response_serializer
+        )
     if handler.request_streaming:
         return grpc.stream_unary_rpc_method_handler(
-            wrap_unary(handler.stream_unary), handler.request_deserializer, handler.response_serializer)
+            wrap_unary(handler.stream_unary), handler.request_deserializer, handler.response_serializer
+        )
     if handler.response_streaming:
         return grpc.unary_stream_rpc_method_handler(
-            wrap_stream(handler.unary_stream), handler.request_deserializer, handler.response_serializer)
+            wrap_stream(handler.unary_stream), handler.request_deserializer, handler.response_serializer
+        )
     return grpc.unary_unary_rpc_method_handler(
-        wrap_unary(handler.unary_unary), handler.request_deserializer, handler.response_serializer)
+        wrap_unary(handler.unary_unary), handler.request_deserializer, handler.response_serializer
+    )
 
 
 class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
@@ -89,16 +96,22 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             RPC_IN_FLIGHT.labels(service, method).inc()
             return time.perf_counter(), REQUEST_ID.set(request_id)
 
-        def end(started: float, token: contextvars.Token[str | None], context: Any,
-                error: BaseException | None) -> None:
+        def end(
+            started: float, token: contextvars.Token[str | None], context: Any, error: BaseException | None
+        ) -> None:
             elapsed = time.perf_counter() - started
             code = _status_name(context, error)
             RPC_IN_FLIGHT.labels(service, method).dec()
             RPC_REQUESTS.labels(service, method, code).inc()
             RPC_DURATION.labels(service, method).observe(elapsed)
             emit = log.debug if quiet else (log.info if code == "OK" else log.warning)
-            fields: dict[str, Any] = {"grpc_service": service, "method": method, "code": code,
-                                      "duration_ms": round(elapsed * 1000, 3), "peer": context.peer()}
+            fields: dict[str, Any] = {
+                "grpc_service": service,
+                "method": method,
+                "code": code,
+                "duration_ms": round(elapsed * 1000, 3),
+                "peer": context.peer(),
+            }
             if error is not None and not isinstance(error, grpc.aio.AbortError | asyncio.CancelledError):
                 fields["error"] = repr(error)
             emit("rpc", **fields)
@@ -180,8 +193,9 @@ def _with_request_id(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCall
     metadata = grpc.aio.Metadata(*(details.metadata or ()))
     if REQUEST_ID_HEADER not in metadata:
         metadata.add(REQUEST_ID_HEADER, request_id)
-    return grpc.aio.ClientCallDetails(details.method, details.timeout, metadata, details.credentials,
-                                      details.wait_for_ready)
+    return grpc.aio.ClientCallDetails(
+        details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+    )
 
 
 class RequestIdClientInterceptor(
@@ -200,12 +214,10 @@ class RequestIdClientInterceptor(
         """Add x-request-id to a unary-stream call."""
         return await continuation(_with_request_id(client_call_details), request)
 
-    async def intercept_stream_unary(self, continuation: Any, client_call_details: Any,
-                                     request_iterator: Any) -> Any:
+    async def intercept_stream_unary(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
         """Add x-request-id to a stream-unary call."""
         return await continuation(_with_request_id(client_call_details), request_iterator)
 
-    async def intercept_stream_stream(self, continuation: Any, client_call_details: Any,
-                                      request_iterator: Any) -> Any:
+    async def intercept_stream_stream(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
         """Add x-request-id to a stream-stream call."""
         return await continuation(_with_request_id(client_call_details), request_iterator)

@@ -6,7 +6,22 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 # Latency buckets from 0.5 ms to 60 s: wide enough for a shard search and a batch of ViT-B-32 images.
 LATENCY_BUCKETS = (
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
 )
 
 RPC_REQUESTS = Counter(
@@ -25,8 +40,9 @@ RPC_IN_FLIGHT = Gauge(
     "RPCs being handled right now, by service and method.",
     ["service", "method"],
 )
-BUILD_INFO = Gauge("crossmodal_build_info", "Constant 1, labelled with the service and version.",
-                   ["service", "version"])
+BUILD_INFO = Gauge(
+    "crossmodal_build_info", "Constant 1, labelled with the service and version.", ["service", "version"]
+)
 
 
 def start_metrics_server(port: int, host: str = "0.0.0.0") -> int:

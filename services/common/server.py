@@ -53,8 +53,13 @@ class Service(Protocol):
 class RunningServer:
     """A started gRPC server with its health servicer and bound ports."""
 
-    def __init__(self, server: grpc.aio.Server, health_servicer: health.aio.HealthServicer,
-                 service_names: Sequence[str], port: int) -> None:
+    def __init__(
+        self,
+        server: grpc.aio.Server,
+        health_servicer: health.aio.HealthServicer,
+        service_names: Sequence[str],
+        port: int,
+    ) -> None:
         self.server = server
         self.health = health_servicer
         self.service_names = list(service_names)
@@ -62,8 +67,7 @@ class RunningServer:
 
     async def set_serving(self, serving: bool) -> None:
         """Report every service of this server (and the overall "" entry) as SERVING or NOT_SERVING."""
-        status = (health_pb2.HealthCheckResponse.SERVING if serving
-                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         for name in ["", *self.service_names]:
             await self.health.set(name, status)
 

@@ -11,8 +11,9 @@ from services.gateway.service import GatewayService
 
 def main() -> int:
     """Run the gateway service until SIGTERM; the process exit status."""
-    return service_main("crossmodal-gateway", GatewayConfig, GatewayService, port=DEFAULT_PORT,
-                        metrics_port=DEFAULT_METRICS_PORT)
+    return service_main(
+        "crossmodal-gateway", GatewayConfig, GatewayService, port=DEFAULT_PORT, metrics_port=DEFAULT_METRICS_PORT
+    )
 
 
 if __name__ == "__main__":

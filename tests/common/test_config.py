@@ -27,11 +27,18 @@ def test_defaults_apply_without_environment() -> None:
 
 
 def test_values_are_converted_to_the_declared_types() -> None:
-    cfg = load_config(Sample, {
-        "CROSSMODAL_TEST_WORKERS": " 8 ", "CROSSMODAL_TEST_RATIO": "0.25", "CROSSMODAL_TEST_ENABLED": "yes",
-        "CROSSMODAL_TEST_MODE": "exact", "CROSSMODAL_TEST_NAMES": "x, y,,z", "CROSSMODAL_TEST_SHARDS": "0,3",
-        "CROSSMODAL_TEST_PATH": "/tmp/x",
-    })
+    cfg = load_config(
+        Sample,
+        {
+            "CROSSMODAL_TEST_WORKERS": " 8 ",
+            "CROSSMODAL_TEST_RATIO": "0.25",
+            "CROSSMODAL_TEST_ENABLED": "yes",
+            "CROSSMODAL_TEST_MODE": "exact",
+            "CROSSMODAL_TEST_NAMES": "x, y,,z",
+            "CROSSMODAL_TEST_SHARDS": "0,3",
+            "CROSSMODAL_TEST_PATH": "/tmp/x",
+        },
+    )
     assert (cfg.workers, cfg.ratio, cfg.enabled, cfg.mode) == (8, 0.25, True, "exact")
     assert cfg.names == ("x", "y", "z") and cfg.shards == (0, 3) and cfg.path == Path("/tmp/x")
 
@@ -71,8 +78,10 @@ def test_tls_files_must_come_in_pairs_and_exist(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="CROSSMODAL_TLS_CERT_FILE and CROSSMODAL_TLS_KEY_FILE"):
         load_config(ServerConfig, {"CROSSMODAL_TLS_CERT_FILE": str(cert)})
     with pytest.raises(ConfigError, match="CROSSMODAL_TLS_KEY_FILE: no such file"):
-        load_config(ServerConfig, {"CROSSMODAL_TLS_CERT_FILE": str(cert),
-                                   "CROSSMODAL_TLS_KEY_FILE": str(tmp_path / "missing.pem")})
+        load_config(
+            ServerConfig,
+            {"CROSSMODAL_TLS_CERT_FILE": str(cert), "CROSSMODAL_TLS_KEY_FILE": str(tmp_path / "missing.pem")},
+        )
     with pytest.raises(ConfigError, match="mutual TLS"):
         load_config(ServerConfig, {"CROSSMODAL_TLS_CLIENT_CA_FILE": str(cert)})
 

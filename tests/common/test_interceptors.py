@@ -51,10 +51,13 @@ class EchoService:
             for i in range(int(request.decode())):
                 yield str(i).encode()
 
-        handler = grpc.method_handlers_generic_handler(SERVICE, {
-            "Echo": grpc.unary_unary_rpc_method_handler(echo, _identity, _identity),
-            "Count": grpc.unary_stream_rpc_method_handler(count, _identity, _identity),
-        })
+        handler = grpc.method_handlers_generic_handler(
+            SERVICE,
+            {
+                "Echo": grpc.unary_unary_rpc_method_handler(echo, _identity, _identity),
+                "Count": grpc.unary_stream_rpc_method_handler(count, _identity, _identity),
+            },
+        )
         server.add_generic_rpc_handlers((handler,))
         return [SERVICE]
 
@@ -83,8 +86,10 @@ def test_every_rpc_is_counted_by_status_code_and_timed() -> None:
     async def scenario() -> None:
         running = await _start(EchoService())
         labels = {"service": SERVICE}
-        before = {code: _sample("crossmodal_rpc_requests_total", method="Echo", code=code, **labels)
-                  for code in ("OK", "INVALID_ARGUMENT", "UNKNOWN")}
+        before = {
+            code: _sample("crossmodal_rpc_requests_total", method="Echo", code=code, **labels)
+            for code in ("OK", "INVALID_ARGUMENT", "UNKNOWN")
+        }
         before_hist = _sample("crossmodal_rpc_duration_seconds_count", method="Echo", **labels)
         before_stream = _sample("crossmodal_rpc_requests_total", method="Count", code="OK", **labels)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
@@ -158,9 +163,12 @@ def test_mutual_tls_server_and_channel(tmp_path: Path) -> None:
     other = make_certs(tmp_path / "other", ca_name="another-ca")
 
     async def scenario() -> None:
-        running = await _start(EchoService(), CROSSMODAL_TLS_CERT_FILE=str(certs.server_cert),
-                               CROSSMODAL_TLS_KEY_FILE=str(certs.server_key),
-                               CROSSMODAL_TLS_CLIENT_CA_FILE=str(certs.ca))
+        running = await _start(
+            EchoService(),
+            CROSSMODAL_TLS_CERT_FILE=str(certs.server_cert),
+            CROSSMODAL_TLS_KEY_FILE=str(certs.server_key),
+            CROSSMODAL_TLS_CLIENT_CA_FILE=str(certs.ca),
+        )
         target = f"localhost:{running.port}"
         good = TLSConfig(certs.client_cert, certs.client_key, certs.ca)
         async with open_channel(target, tls=good) as channel:

@@ -38,8 +38,9 @@ def test_service_process_serves_health_reflection_and_metrics(module: str, tmp_p
         # The gateway is ready only once its encoders answer: give it real ones.
         for name in ("services.encoder_text", "services.encoder_image"):
             helpers.append(ServiceProcess(name, tmp_path / name, {}).wait_ready(timeout=120))
-        env.update(CROSSMODAL_GATEWAY_TEXT_ENCODERS=helpers[0].address,
-                   CROSSMODAL_GATEWAY_IMAGE_ENCODERS=helpers[1].address)
+        env.update(
+            CROSSMODAL_GATEWAY_TEXT_ENCODERS=helpers[0].address, CROSSMODAL_GATEWAY_IMAGE_ENCODERS=helpers[1].address
+        )
     proc = ServiceProcess(module, tmp_path, env)
     try:
         proc.wait_ready(timeout=120)
@@ -49,12 +50,12 @@ def test_service_process_serves_health_reflection_and_metrics(module: str, tmp_p
                 reply = health.Check(health_pb2.HealthCheckRequest(service=name), timeout=10)
                 assert reply.status == health_pb2.HealthCheckResponse.SERVING
             assert {SERVICES[module], HEALTH} <= _listed_services(channel)
-            before = metric_value(proc.metrics(), "crossmodal_rpc_requests_total", service=HEALTH,
-                                  method="Check", code="OK")
+            before = metric_value(
+                proc.metrics(), "crossmodal_rpc_requests_total", service=HEALTH, method="Check", code="OK"
+            )
             for _ in range(3):
                 health.Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
-        after = metric_value(proc.metrics(), "crossmodal_rpc_requests_total", service=HEALTH,
-                             method="Check", code="OK")
+        after = metric_value(proc.metrics(), "crossmodal_rpc_requests_total", service=HEALTH, method="Check", code="OK")
         assert after - before == 3
         assert proc.terminate() == 0
         assert '"event": "stopped"' in proc.log()
@@ -66,11 +67,16 @@ def test_service_process_serves_health_reflection_and_metrics(module: str, tmp_p
 
 def test_sigterm_lets_the_in_flight_call_finish(tmp_path: Path) -> None:
     # The fault hook holds every Health/Check for 1.5 s, so the call is surely in flight at SIGTERM.
-    proc = ServiceProcess("services.index", tmp_path, {
-        "CROSSMODAL_INDEX_DATA_DIR": str(tmp_path / "data"),
-        "CROSSMODAL_FAULT_DELAY_MS": "1500", "CROSSMODAL_FAULT_METHODS": "Check",
-        "CROSSMODAL_GRACE_SECONDS": "20",
-    })
+    proc = ServiceProcess(
+        "services.index",
+        tmp_path,
+        {
+            "CROSSMODAL_INDEX_DATA_DIR": str(tmp_path / "data"),
+            "CROSSMODAL_FAULT_DELAY_MS": "1500",
+            "CROSSMODAL_FAULT_METHODS": "Check",
+            "CROSSMODAL_GRACE_SECONDS": "20",
+        },
+    )
     try:
         proc.wait_ready(timeout=120)
         outcome: dict[str, object] = {}
@@ -79,15 +85,19 @@ def test_sigterm_lets_the_in_flight_call_finish(tmp_path: Path) -> None:
             with proc.channel() as channel:
                 try:
                     reply = health_pb2_grpc.HealthStub(channel).Check(
-                        health_pb2.HealthCheckRequest(service=""), timeout=30)
+                        health_pb2.HealthCheckRequest(service=""), timeout=30
+                    )
                     outcome["status"] = reply.status
                 except grpc.RpcError as exc:
                     outcome["error"] = exc.code()
 
         caller = threading.Thread(target=call)
         caller.start()
-        wait_for(lambda: metric_value(proc.metrics(), "crossmodal_rpc_in_flight", service=HEALTH,
-                                      method="Check") >= 1, 30, "the slow call to be in flight")
+        wait_for(
+            lambda: metric_value(proc.metrics(), "crossmodal_rpc_in_flight", service=HEALTH, method="Check") >= 1,
+            30,
+            "the slow call to be in flight",
+        )
         assert proc.terminate(timeout=60) == 0
         caller.join(30)
         # The call completes normally; it reports NOT_SERVING because health turned first during drain.
@@ -107,7 +117,13 @@ def test_sigterm_lets_the_in_flight_call_finish(tmp_path: Path) -> None:
     ],
 )
 def test_bad_config_stops_the_process_naming_the_variable(env: dict[str, str], message: str) -> None:
-    result = subprocess.run([sys.executable, "-m", "services.gateway"], cwd=ROOT, capture_output=True,
-                            text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **env})
+    result = subprocess.run(
+        [sys.executable, "-m", "services.gateway"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **env},
+    )
     assert result.returncode == 2
     assert message in result.stderr

@@ -17,9 +17,18 @@ GALLERY_SIZE = 40
 
 def cluster_spec(data_dir: Path, bundle: Path, shards: int = 2, replicas: int = 2, **env: str) -> ClusterSpec:
     """A cluster on free loopback ports."""
-    return ClusterSpec(data_dir=data_dir, shards=shards, replicas=replicas, bundle=bundle, gateway_port=0,
-                       text_encoder_port=0, image_encoder_port=0, index_base_port=0, metrics_base_port=0,
-                       gateway_env=dict(env))
+    return ClusterSpec(
+        data_dir=data_dir,
+        shards=shards,
+        replicas=replicas,
+        bundle=bundle,
+        gateway_port=0,
+        text_encoder_port=0,
+        image_encoder_port=0,
+        index_base_port=0,
+        metrics_base_port=0,
+        gateway_env=dict(env),
+    )
 
 
 @pytest.fixture(scope="session")
@@ -36,16 +45,25 @@ def gallery_items_for(gallery: list[dict[str, str]]) -> list[Item]:
     items = []
     for n, record in enumerate(gallery):
         parity = "even" if n % 2 == 0 else "odd"
-        items.append(Item.from_image_file(record["id"], record["path"], {"parity": parity, "kind": "image"},
-                                          tags=["scene"]))
-        items.append(Item(record["id"] + "#caption", text=record["caption"],
-                          metadata={"parity": parity, "kind": "caption", "text": record["caption"]}))
+        items.append(
+            Item.from_image_file(record["id"], record["path"], {"parity": parity, "kind": "image"}, tags=["scene"])
+        )
+        items.append(
+            Item(
+                record["id"] + "#caption",
+                text=record["caption"],
+                metadata={"parity": parity, "kind": "caption", "text": record["caption"]},
+            )
+        )
     return items
 
 
 @pytest.fixture(scope="session")
-def cluster(tmp_path_factory: pytest.TempPathFactory, bundle_dir: Path,  # noqa: F811
-            gallery: list[dict[str, str]]) -> Iterator[LocalCluster]:
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory,
+    bundle_dir: Path,  # noqa: F811
+    gallery: list[dict[str, str]],
+) -> Iterator[LocalCluster]:
     """2 shards x 2 replicas with the gallery ingested; shared by the read-only tests."""
     spec = cluster_spec(tmp_path_factory.mktemp("cluster"), bundle_dir)
     with LocalCluster(spec) as running:

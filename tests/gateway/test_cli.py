@@ -13,17 +13,40 @@ from tests.support import ROOT, wait_for
 
 
 def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "crossmodal", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "crossmodal", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_up_ingest_search_stats(tmp_path: Path, bundle_dir: Path, gallery: list[dict[str, str]]) -> None:
     log = tmp_path / "up.log"
     with log.open("w") as out:
         up = subprocess.Popen(
-            [sys.executable, "-m", "crossmodal", "up", "--data-dir", str(tmp_path / "data"), "--bundle",
-             str(bundle_dir), "--port", "0", "--encoder-ports", "0", "0", "--index-base-port", "0",
-             "--metrics-base-port", "0", "--shards", "2"], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "crossmodal",
+                "up",
+                "--data-dir",
+                str(tmp_path / "data"),
+                "--bundle",
+                str(bundle_dir),
+                "--port",
+                "0",
+                "--encoder-ports",
+                "0",
+                "0",
+                "--index-base-port",
+                "0",
+                "--metrics-base-port",
+                "0",
+                "--shards",
+                "2",
+            ],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         pattern = re.compile(r"gateway at ([0-9.]+:[0-9]+)")
         line = wait_for(lambda: pattern.search(log.read_text()) or up.poll(), 120, "cluster up")
@@ -33,8 +56,13 @@ def test_up_ingest_search_stats(tmp_path: Path, bundle_dir: Path, gallery: list[
 
         images = Path(gallery[0]["path"]).parent
         jsonl = tmp_path / "texts.jsonl"
-        jsonl.write_text("\n".join(json.dumps({"id": f"text-{i}", "text": r["caption"], "tags": ["demo"]})
-                                   for i, r in enumerate(gallery[:10])) + "\n{\"id\": \"bad\", \"text\": \"\"}\n")
+        jsonl.write_text(
+            "\n".join(
+                json.dumps({"id": f"text-{i}", "text": r["caption"], "tags": ["demo"]})
+                for i, r in enumerate(gallery[:10])
+            )
+            + '\n{"id": "bad", "text": ""}\n'
+        )
         state = tmp_path / "state.acked"
         first = _cli("ingest", str(images), str(jsonl), "--address", address, "--state", str(state))
         assert first.returncode == 1  # one bad record
@@ -46,14 +74,16 @@ def test_up_ingest_search_stats(tmp_path: Path, bundle_dir: Path, gallery: list[
         assert "ingested 0 of 1 items sent" in again.stdout
 
         html = tmp_path / "results.html"
-        search = _cli("search", gallery[2]["caption"], "--target", "text", "--k", "3", "--address", address,
-                      "--html", str(html))
+        search = _cli(
+            "search", gallery[2]["caption"], "--target", "text", "--k", "3", "--address", address, "--html", str(html)
+        )
         assert search.returncode == 0, search.stderr
         assert "text-2" in search.stdout.splitlines()[1]
         page = html.read_text()
         assert "text-2" in page and page.count("class='hit'") == 3
-        image_search = _cli("search", "--image", gallery[4]["path"], "--target", "image", "--json", "--address",
-                            address)
+        image_search = _cli(
+            "search", "--image", gallery[4]["path"], "--target", "image", "--json", "--address", address
+        )
         hits = json.loads(image_search.stdout)["hits"]
         assert hits[0]["id"] == Path(gallery[4]["path"]).name
         filtered = _cli("search", "anything", "--filter", "tag:demo", "--k", "50", "--json", "--address", address)

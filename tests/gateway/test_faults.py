@@ -55,8 +55,7 @@ def test_a_stopped_shard_gives_partial_answers_naming_it(small_cluster: LocalClu
 
 
 def test_a_slow_shard_is_skipped_within_the_deadline(tmp_path: Path, bundle_dir: Path) -> None:
-    spec = cluster_spec(tmp_path / "c", bundle_dir, shards=2, replicas=1,
-                        CROSSMODAL_GATEWAY_SEARCH_TIMEOUT_MS="400")
+    spec = cluster_spec(tmp_path / "c", bundle_dir, shards=2, replicas=1, CROSSMODAL_GATEWAY_SEARCH_TIMEOUT_MS="400")
     with LocalCluster(spec) as running:
         with Client(running.address) as client:
             assert all(a.ok for a in client.ingest(Item(f"t{i}", text=f"caption {i}") for i in range(10)))
@@ -65,8 +64,9 @@ def test_a_slow_shard_is_skipped_within_the_deadline(tmp_path: Path, bundle_dir:
         slow.proc.wait(30)  # type: ignore[union-attr]
         # Restart shard 1 with a 3 s delay on every search, on the same port and data.
         env = {k: v for k, v in slow.env.items() if k.startswith("CROSSMODAL_INDEX_")}
-        env.update(CROSSMODAL_PORT=str(slow.port), CROSSMODAL_FAULT_DELAY_MS="3000",
-                   CROSSMODAL_FAULT_METHODS="SearchShard")
+        env.update(
+            CROSSMODAL_PORT=str(slow.port), CROSSMODAL_FAULT_DELAY_MS="3000", CROSSMODAL_FAULT_METHODS="SearchShard"
+        )
         restarted = ServiceProcess("services.index", tmp_path / "slow", env).wait_ready()
         try:
             with Client(running.address) as client:
@@ -85,8 +85,11 @@ def test_api_keys_and_rate_limits(tmp_path: Path, cluster: LocalCluster) -> None
     keys.write_text("# test keys\nkey-alpha\nkey-beta\n")
     assert cluster.gateway is not None
     env = {k: v for k, v in cluster.gateway.env.items() if k.startswith("CROSSMODAL_GATEWAY_")}
-    env.update(CROSSMODAL_GATEWAY_API_KEYS_FILE=str(keys), CROSSMODAL_GATEWAY_RATE_LIMIT_RPS="0.5",
-               CROSSMODAL_GATEWAY_RATE_LIMIT_BURST="3")
+    env.update(
+        CROSSMODAL_GATEWAY_API_KEYS_FILE=str(keys),
+        CROSSMODAL_GATEWAY_RATE_LIMIT_RPS="0.5",
+        CROSSMODAL_GATEWAY_RATE_LIMIT_BURST="3",
+    )
     gateway = ServiceProcess("services.gateway", tmp_path / "gw", env).wait_ready()
     try:
         for key, code in ((None, grpc.StatusCode.UNAUTHENTICATED), ("wrong", grpc.StatusCode.UNAUTHENTICATED)):

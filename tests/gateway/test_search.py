@@ -22,8 +22,10 @@ def _stored_vectors(cluster: LocalCluster, shards: int = 2) -> dict[str, tuple[n
             stub = index_pb2_grpc.IndexServiceStub(channel)
             stats = stub.GetShardStats(index_pb2.GetShardStatsRequest(), timeout=10)
             dim = stats.shards[0].dim
-            hits = stub.SearchShard(index_pb2.SearchShardRequest(
-                shard=shard, vector=[1.0] * dim, k=1000, exact=True, include_vectors=True), timeout=30).hits
+            hits = stub.SearchShard(
+                index_pb2.SearchShardRequest(shard=shard, vector=[1.0] * dim, k=1000, exact=True, include_vectors=True),
+                timeout=30,
+            ).hits
             for hit in hits:
                 out[hit.id] = (np.asarray(hit.vector, dtype=np.float32), "image" if hit.modality == 1 else "text")
     return out
