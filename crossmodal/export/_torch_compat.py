@@ -34,6 +34,10 @@ def import_open_clip() -> types.ModuleType:
     import torch
 
     try:
+        # Where torchvision's compiled ops load (e.g. a CUDA build), importing it registers them and
+        # declaring the schemas again would abort; only a failed import needs the declarations.
+        import torchvision  # noqa: F401
+
         torch.ops.torchvision.nms  # noqa: B018 - probes whether the real ops library loaded
     except (AttributeError, RuntimeError):
         if _library is None:

@@ -13,13 +13,13 @@ class TrainConfig:
     """Everything that determines a training run; equal configs give equal models."""
 
     out_dir: str
-    steps: int = 640
+    steps: int = 800
     batch_size: int = 256
-    scenes: int = 32000
-    twin_fraction: float = 0.6
-    lr: float = 2e-3
+    scenes: int = 40000
+    twin_fraction: float = 0.35
+    lr: float = 1e-3
     min_lr: float = 1e-5
-    warmup_steps: int = 60
+    warmup_steps: int = 100
     weight_decay: float = 0.1
     seed: int = 0
     threads: int = 2
