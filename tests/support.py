@@ -115,6 +115,33 @@ class ServiceProcess:
             self._log.close()
 
 
+def up_command(data_dir: Path, bundle: Path, shards: int = 2, replicas: int = 1) -> list[str]:
+    """The `crossmodal up` command line for a local cluster on free loopback ports."""
+    return [
+        sys.executable,
+        "-m",
+        "crossmodal",
+        "up",
+        "--data-dir",
+        str(data_dir),
+        "--bundle",
+        str(bundle),
+        "--shards",
+        str(shards),
+        "--replicas",
+        str(replicas),
+        "--port",
+        "0",
+        "--encoder-ports",
+        "0",
+        "0",
+        "--index-base-port",
+        "0",
+        "--metrics-base-port",
+        "0",
+    ]
+
+
 def metric_value(metrics_text: str, name: str, **labels: str) -> float:
     """The value of one sample in Prometheus text format (0 when absent)."""
     for line in metrics_text.splitlines():

@@ -48,7 +48,8 @@ class BackendError(Exception):
         self.failed = list(failed)
 
 
-def _describe(error: BaseException) -> str:
+def describe_error(error: BaseException) -> str:
+    """A one-line description of a downstream failure."""
     if isinstance(error, grpc.aio.AioRpcError):
         return f"{error.code().name}: {error.details()}"
     if isinstance(error, asyncio.TimeoutError):
@@ -86,7 +87,7 @@ class EncoderPool:
             except grpc.aio.AioRpcError as exc:
                 if exc.code() not in RETRYABLE:
                     raise
-                errors.append(f"{self.addresses[index]}: {_describe(exc)}")
+                errors.append(f"{self.addresses[index]}: {describe_error(exc)}")
                 if attempt + 1 < len(self._stubs):
                     ENCODER_RETRIES.labels(self.modality).inc()
         raise BackendError(
@@ -183,7 +184,7 @@ class Shard:
                     if isinstance(error, grpc.aio.AioRpcError) and error.code() not in RETRYABLE:
                         raise error
                     self._failed(replica)
-                    errors.append(f"{replica.address}: {_describe(error)}")
+                    errors.append(f"{replica.address}: {describe_error(error)}")
                 if not pending and len(errors) < len(order):
                     launch()
             for replica in pending.values():
@@ -212,11 +213,6 @@ class Shard:
         """Close every replica's channel."""
         for replica in self.replicas:
             await replica.channel.close()
-
-
-def describe_error(error: BaseException) -> str:
-    """A one-line description of a downstream failure."""
-    return _describe(error)
 
 
 def status_of(error: BaseException) -> grpc.StatusCode:

@@ -14,7 +14,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ import pytest
 import yaml
 
 from tests.deploy.chart import CHART, ci_values, fullname, render, require
-from tests.support import ROOT, wait_for
+from tests.support import ROOT, up_command, wait_for
 
 ALERTS = CHART / "files" / "alerts.yaml"
 DASHBOARD = CHART / "files" / "dashboard.json"
@@ -255,29 +254,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, bundle_dir: Path) -> Itera
     """`crossmodal up` with 2 shards x 1 replica on free loopback ports."""
     data = tmp_path_factory.mktemp("cluster")
     log = data / "up.log"
-    command = [
-        sys.executable,
-        "-m",
-        "crossmodal",
-        "up",
-        "--data-dir",
-        str(data),
-        "--bundle",
-        str(bundle_dir),
-        "--shards",
-        "2",
-        "--replicas",
-        "1",
-        "--port",
-        "0",
-        "--encoder-ports",
-        "0",
-        "0",
-        "--index-base-port",
-        "0",
-        "--metrics-base-port",
-        "0",
-    ]
+    command = up_command(data, bundle_dir, shards=2, replicas=1)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with open(log, "ab") as out:
         proc = subprocess.Popen(

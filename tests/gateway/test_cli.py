@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.support import ROOT, wait_for
+from tests.support import ROOT, up_command, wait_for
 
 
 def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -22,27 +22,7 @@ def test_up_ingest_search_stats(tmp_path: Path, bundle_dir: Path, gallery: list[
     log = tmp_path / "up.log"
     with log.open("w") as out:
         up = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "crossmodal",
-                "up",
-                "--data-dir",
-                str(tmp_path / "data"),
-                "--bundle",
-                str(bundle_dir),
-                "--port",
-                "0",
-                "--encoder-ports",
-                "0",
-                "0",
-                "--index-base-port",
-                "0",
-                "--metrics-base-port",
-                "0",
-                "--shards",
-                "2",
-            ],
+            up_command(tmp_path / "data", bundle_dir),
             cwd=ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,
