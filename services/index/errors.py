@@ -21,3 +21,7 @@ class UnknownShardError(IndexServiceError):
 
 class ShardUnavailableError(IndexServiceError):
     """The shard is not loaded yet or is shutting down; retry later or elsewhere."""
+
+
+class StorageFullError(IndexServiceError):
+    """The shard's data directory has no space left; the write was rolled back, free space and retry."""

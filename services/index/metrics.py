@@ -49,3 +49,8 @@ REBUILDS = Counter(
     "config_changed, inconsistent, compaction, recovery).",
     ["shard", "reason"],
 )
+WRITE_ERRORS = Counter(
+    "crossmodal_index_write_errors",
+    "Writes (upsert, delete, snapshot) a shard refused and rolled back, by reason (disk_full).",
+    ["shard", "op", "reason"],
+)

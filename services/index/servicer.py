@@ -24,6 +24,7 @@ from services.index.errors import (
     InvalidArgumentError,
     PreconditionError,
     ShardUnavailableError,
+    StorageFullError,
     UnknownShardError,
 )
 from services.index.model import Hit, Item, SearchQuery, make_filter
@@ -38,6 +39,8 @@ _STATUS_CODES: tuple[tuple[type[IndexServiceError], grpc.StatusCode], ...] = (
     (PreconditionError, grpc.StatusCode.FAILED_PRECONDITION),
     (UnknownShardError, grpc.StatusCode.NOT_FOUND),
     (ShardUnavailableError, grpc.StatusCode.UNAVAILABLE),
+    # Retryable: the write was rolled back and succeeds once space is freed.
+    (StorageFullError, grpc.StatusCode.RESOURCE_EXHAUSTED),
 )
 
 

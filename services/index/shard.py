@@ -37,11 +37,17 @@ Durability (design.md, "Durability contract"):
   graph); then, under `_write_lock` so no commit slips in between, the writes committed meanwhile are
   replayed into the new graph and the graph is swapped in under `_index_lock`. We never call
   `view()` (removing from a viewed index corrupts it, usearch #506): snapshots are always loaded.
+- Disk full (SQLITE_FULL, ENOSPC, EDQUOT): the write's transaction is rolled back before the graph or
+  catalog is touched, so nothing of it is visible or acknowledged; a snapshot that runs out of space
+  deletes its partial file and leaves the recorded one current. The caller gets StorageFullError
+  (RESOURCE_EXHAUSTED, retryable), reads go on, and writes work again once space is freed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import fcntl
 import math
 import os
@@ -49,7 +55,7 @@ import sqlite3
 import threading
 import time
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, cast
 
@@ -60,7 +66,12 @@ from usearch.index import Index, MetricKind, ScalarKind
 from services.index import metrics
 from services.index.catalog import Catalog
 from services.index.config import ShardSettings
-from services.index.errors import InvalidArgumentError, PreconditionError, ShardUnavailableError
+from services.index.errors import (
+    InvalidArgumentError,
+    PreconditionError,
+    ShardUnavailableError,
+    StorageFullError,
+)
 from services.index.model import (
     Entry,
     Hit,
@@ -99,6 +110,8 @@ _PARALLEL_ADD_MIN = 256
 # Once a filtered search would ask the graph for more than this share of the shard, a brute-force pass
 # over everything is cheaper than HNSW and, unlike HNSW, guaranteed to see every entry.
 _EXHAUSTIVE_SHARE = 0.25
+# No space left, or the user's quota spent: both clear up once space is freed, so both mean "disk full".
+_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 def _normalise(vectors: np.ndarray) -> np.ndarray:
@@ -130,6 +143,23 @@ def _fsync_dir(directory: Path) -> None:
 
 def _count_removed(result: int | bool | np.ndarray) -> int:
     return int(np.sum(result))
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether `exc` says the file system has no space (or quota) left: SQLITE_FULL, ENOSPC or EDQUOT."""
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is not None:
+            # Extended result codes keep the primary code in the low byte.
+            return int(code) & 0xFF == sqlite3.SQLITE_FULL
+        return "database or disk is full" in str(exc)
+    return isinstance(exc, OSError) and exc.errno in _DISK_FULL_ERRNOS
+
+
+def _is_io_error(exc: BaseException) -> bool:
+    # SQLite reports some out-of-space cases as I/O errors (growing the WAL index: SQLITE_IOERR_SHMSIZE).
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.Error) and code is not None and int(code) & 0xFF == sqlite3.SQLITE_IOERR
 
 
 class Shard:
@@ -305,6 +335,40 @@ class Shard:
         if self._closed:
             raise ShardUnavailableError(f"shard {self.number} is closed")
 
+    def _no_space_left(self) -> bool:
+        """Whether the file system of the shard's directory has no block left for this process."""
+        try:
+            st = os.statvfs(self.directory)
+        except OSError:
+            return False
+        return st.f_bavail == 0
+
+    @contextlib.contextmanager
+    def _disk_full_guard(self, op: str) -> Iterator[None]:
+        """Turn a disk-full error raised inside into StorageFullError (counted and logged); others pass."""
+        try:
+            yield
+        except (sqlite3.Error, OSError) as exc:
+            if not (is_disk_full(exc) or (_is_io_error(exc) and self._no_space_left())):
+                raise
+            metrics.WRITE_ERRORS.labels(self._label, op, "disk_full").inc()
+            log.warning(
+                "write refused: the shard's disk is full; free space in its data directory",
+                shard=self.number,
+                directory=str(self.directory),
+                op=op,
+                error=str(exc),
+            )
+            undone = (
+                "no snapshot was written and the previous one stays current"
+                if op == "snapshot"
+                else f"the {op} was rolled back and nothing of it was stored"
+            )
+            raise StorageFullError(
+                f"shard {self.number}: the disk holding its data directory {self.directory} is full ({exc}); "
+                f"{undone}: free space there and retry"
+            ) from exc
+
     def upsert(self, model_id: str, items: Sequence[Item]) -> UpsertResult:
         """Insert or replace `items` by id in one commit; bad items are refused one by one with a reason.
 
@@ -339,7 +403,9 @@ class Shard:
             if not accepted:
                 return UpsertResult(errors, self._store.version)
             rows = list(accepted.values())
-            version, keys, replaced = self._store.upsert(model_id, dim, rows)
+            # A failed commit leaves store, graph and catalog as they were: the graph is only touched below.
+            with self._disk_full_guard("upsert"):
+                version, keys, replaced = self._store.upsert(model_id, dim, rows)
             entries = {
                 key: Entry(row.id, row.modality, dict(row.metadata), tuple(row.tags), version)
                 for key, row in zip(keys, rows, strict=True)
@@ -357,7 +423,8 @@ class Shard:
         started = time.perf_counter()
         with self._write_lock:
             self._check_open()
-            version, keys = self._store.delete(ids)
+            with self._disk_full_guard("delete"):
+                version, keys = self._store.delete(ids)
             if keys:
                 self._apply(version, self.dim, None, None, {}, keys)
         metrics.WRITE_SECONDS.labels(self._label, "delete").observe(time.perf_counter() - started)
@@ -578,17 +645,30 @@ class Shard:
         assert data is not None
         # A fresh name per snapshot: the recorded file is never overwritten, even at the same version.
         name = f"{_SNAPSHOT_PREFIX}{version:016d}-{time.time_ns()}{_SNAPSHOT_SUFFIX}"
-        tmp = self.directory / (name + ".tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.directory / name)
-        _fsync_dir(self.directory)
+        tmp, path = self.directory / (name + ".tmp"), self.directory / name
         crc, size = zlib.crc32(data), len(data)
-        del data
-        with self._write_lock:
-            self._store.record_snapshot(SnapshotRecord(name, version, size, crc, time.time()))
+        with self._disk_full_guard("snapshot"):
+            try:
+                with open(tmp, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, path)
+                _fsync_dir(self.directory)
+            except BaseException:
+                # A partial file would only hold on to the space that ran out; the recorded snapshot is untouched.
+                tmp.unlink(missing_ok=True)
+                raise
+            finally:
+                del data
+            try:
+                with self._write_lock:
+                    self._store.record_snapshot(SnapshotRecord(name, version, size, crc, time.time()))
+            except BaseException:
+                # Not recorded, so the previous snapshot stays current and this file is dead weight.
+                if self._store.snapshot is None or self._store.snapshot.file != name:
+                    path.unlink(missing_ok=True)
+                raise
         self._snapshot_stale = False
         self._remove_stale_snapshots()
         seconds = time.perf_counter() - started
@@ -651,12 +731,16 @@ class Shard:
         """One maintenance pass: rebuild if needed, compact if worthwhile, snapshot if due."""
         if self._closed:
             return
-        if self._needs_rebuild:
-            self.compact("recovery")
-        elif self.should_compact():
-            self.compact()
-        elif self.snapshot_due():
-            self.snapshot(force=False)
+        try:
+            if self._needs_rebuild:
+                self.compact("recovery")
+            elif self.should_compact():
+                self.compact()
+            elif self.snapshot_due():
+                self.snapshot(force=False)
+        except StorageFullError:
+            # Already logged as a warning; the next pass retries, so freeing space is all it takes.
+            return
 
     def snapshot_due(self) -> bool:
         """Whether there are changes since the latest snapshot and the snapshot interval has passed."""
@@ -699,6 +783,8 @@ class Shard:
         if snapshot:
             try:
                 self.snapshot(force=False)
+            except StorageFullError:
+                pass  # logged as a warning already; the next start replays from the store
             except Exception:
                 log.exception("final snapshot failed; the next start replays from the store", shard=self.number)
         with self._maintenance_lock, self._write_lock, self._index_lock:

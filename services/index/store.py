@@ -139,8 +139,11 @@ class Store:
             yield cur
             cur.execute("COMMIT")
         except BaseException:
+            # SQLite may already have rolled back (SQLITE_FULL during COMMIT does); a failing ROLLBACK must
+            # not hide the error that caused it, and nothing of the transaction was committed either way.
             if self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("ROLLBACK")
             raise
 
     @staticmethod
