@@ -130,8 +130,19 @@ async def serve(service: Service, config: ServerConfig) -> None:
     BUILD_INFO.labels(service.name, __version__).set(1)
     running = await start_server(service, config)
     log.info("listening", port=running.port, metrics_port=metrics_port, tls=config.server_tls is not None)
+    starting = asyncio.ensure_future(service.start())
+    stopping = asyncio.ensure_future(stop_requested.wait())
+    # A start that waits on unreachable backends must not make the process deaf to SIGTERM.
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        log.info("stopped before becoming ready")
+        await running.drain(0)
+        return
+    stopping.cancel()
     try:
-        await service.start()
+        starting.result()
     except Exception:
         log.exception("start failed")
         await running.drain(0)
