@@ -90,6 +90,21 @@ class GatewayConfig:
         min=1,
         max=64,
     )
+    max_in_flight_searches: int = setting(
+        "GATEWAY_MAX_IN_FLIGHT_SEARCHES",
+        32,
+        "Searches the gateway handles at once; one more is refused at once with RESOURCE_EXHAUSTED "
+        "(load shedding: admitted searches keep a bounded latency of about this many divided by the "
+        "cluster's searches per second). 0: unbounded.",
+        min=0,
+    )
+    max_ingest_streams: int = setting(
+        "GATEWAY_MAX_INGEST_STREAMS",
+        8,
+        "Ingest streams open at once; one more is refused at once with RESOURCE_EXHAUSTED. Each stream "
+        "keeps up to INGEST_CONCURRENCY x INGEST_BATCH items in flight. 0: unbounded.",
+        min=0,
+    )
     api_keys_file: Path | None = setting(
         "GATEWAY_API_KEYS_FILE",
         None,

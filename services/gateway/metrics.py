@@ -1,8 +1,8 @@
-"""Gateway metrics: fan-out latency per shard, shard errors, partial answers, hedges and ingest outcomes."""
+"""Gateway metrics: fan-out latency per shard, shard errors, partial answers, hedges, ingest outcomes, shedding."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from services.common.metrics import LATENCY_BUCKETS
 
@@ -23,3 +23,13 @@ ENCODER_RETRIES = Counter(
     "crossmodal_gateway_encoder_retries", "Encoder calls retried on another address.", ["modality"]
 )
 INGEST_ITEMS = Counter("crossmodal_gateway_ingest_items", "Ingested items by final status code.", ["code"])
+SHED_REQUESTS = Counter(
+    "crossmodal_gateway_shed_requests",
+    "Calls refused with RESOURCE_EXHAUSTED because the gateway was at capacity (load shedding), by method.",
+    ["method"],
+)
+ADMISSION_IN_FLIGHT = Gauge(
+    "crossmodal_gateway_admitted_in_flight",
+    "Calls holding an admission slot (Search: searches in flight; Ingest: open streams), by method.",
+    ["method"],
+)

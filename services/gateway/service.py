@@ -10,6 +10,7 @@ import structlog
 
 from crossmodal.v1 import gateway_pb2_grpc
 from services.common.config import ConfigError
+from services.gateway.admission import AdmissionInterceptor, gates
 from services.gateway.auth import AuthInterceptor, load_api_keys
 from services.gateway.backends import BackendError, EncoderPool, Shard
 from services.gateway.config import GatewayConfig
@@ -31,6 +32,8 @@ class GatewayService:
             raise ConfigError(f"CROSSMODAL_GATEWAY_API_KEYS_FILE: {config.api_keys_file} holds no key")
         self.interceptors = [
             AuthInterceptor(keys, config.rate_limit_rps, config.rate_limit_burst),
+            # After auth, so unauthenticated or over-rate calls never take a slot.
+            AdmissionInterceptor(gates(config.max_in_flight_searches, config.max_ingest_streams)),
             ErrorMapping(self.servicer),
         ]
 
