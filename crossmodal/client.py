@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
 import queue
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import IO, Literal
 
 import grpc
 
@@ -97,6 +99,90 @@ class Stats:
     shards: dict[int, list[ReplicaInfo]]
 
 
+class IngestJournal:
+    """The ids a resumable ingest saw acknowledged OK: kept in memory and, given a path, in an append-only file.
+
+    The file holds one JSON-encoded id per line, appended and flushed as each OK acknowledgement arrives,
+    so a client process that is killed loses at most what the OS had not yet written. A missing entry is
+    always safe (the item is sent again, and re-sending an id replaces the stored item); a torn last
+    line, the only damage a crash can do to an append, is cut off when the file is opened. Lines that do
+    not start with a quote are taken as plain ids, so files of the older one-id-per-line format still load.
+    """
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path is not None else None
+        self._acked: set[str] = set()
+        self._file: IO[str] | None = None
+        if self.path is not None:
+            if self.path.exists():
+                self._acked.update(self._read(self.path))
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("a", encoding="utf-8")
+
+    @staticmethod
+    def _read(path: Path) -> list[str]:
+        data = path.read_bytes()
+        complete = data.rfind(b"\n") + 1
+        if complete < len(data):
+            # A crash in the middle of an append left a torn last line: drop it, so the next append
+            # starts a line of its own instead of gluing onto the fragment.
+            os.truncate(path, complete)
+        ids = []
+        for line in data[:complete].decode("utf-8", errors="replace").splitlines():
+            if line.startswith('"'):
+                try:
+                    value = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # damaged: not an acknowledgement, so the item is simply sent again
+            else:
+                value = line  # the older format: one plain id per line
+            if isinstance(value, str) and value:
+                ids.append(value)
+        return ids
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self._acked
+
+    def __len__(self) -> int:
+        return len(self._acked)
+
+    @property
+    def acknowledged(self) -> frozenset[str]:
+        """The ids acknowledged OK so far (a copy)."""
+        return frozenset(self._acked)
+
+    def record(self, ack: Ack) -> None:
+        """Remember `ack` if it is OK; failures are not remembered, so a resume sends those items again."""
+        if not ack.ok or ack.id in self._acked:
+            return
+        self._acked.add(ack.id)
+        if self._file is not None:
+            self._file.write(json.dumps(ack.id) + "\n")
+            self._file.flush()
+
+    def pending(self, items: Iterable[Item]) -> Iterator[Item]:
+        """The items of `items` whose id was not acknowledged OK, lazily and in order."""
+        return (item for item in items if item.id not in self._acked)
+
+    def sync(self) -> None:
+        """fsync the journal file, for a caller that wants its progress to survive a machine crash too."""
+        if self._file is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        """Close the journal file (the in-memory record stays usable)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> IngestJournal:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
 def _code(number: int) -> grpc.StatusCode:
     return next((s for s in grpc.StatusCode if s.value[0] == number), grpc.StatusCode.UNKNOWN)
 
@@ -129,6 +215,11 @@ class Client:
         options = [
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
+            # A gateway restarted after a crash is reached again within a second, not after gRPC's
+            # default backoff of up to two minutes.
+            ("grpc.initial_reconnect_backoff_ms", 200),
+            ("grpc.min_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", 1000),
         ]
         if tls or root_certificates is not None:
             credentials = grpc.ssl_channel_credentials(root_certificates, client_key, client_cert)
@@ -195,15 +286,19 @@ class Client:
         """Stream items in and yield one Ack per item as they come back.
 
         At most `window` items are in flight (sent but not acknowledged), so a large or endless
-        iterable is read only as fast as the cluster stores it.
+        iterable is read only as fast as the cluster stores it. When the stream breaks (the gateway
+        went away), grpc.RpcError is raised after the acks that did arrive; see ingest_resumable.
         """
         slots = threading.Semaphore(window)
         errors: queue.Queue[BaseException] = queue.Queue()
+        ended = threading.Event()
 
         def requests() -> Iterator[gateway_pb2.IngestRequest]:
             try:
                 for item in items:
                     slots.acquire()
+                    if ended.is_set():
+                        return
                     request = gateway_pb2.IngestRequest(id=item.id, metadata=dict(item.metadata), tags=list(item.tags))
                     if item.image is not None:
                         request.image = item.image
@@ -227,8 +322,31 @@ class Client:
                 )
         finally:
             stream.cancel()
+            # Wake the request generator if it waits for a slot, so a broken stream leaves no thread behind.
+            ended.set()
+            slots.release(window)
         if not errors.empty():
             raise errors.get()
+
+    def ingest_resumable(
+        self, items: Iterable[Item], journal: IngestJournal, *, window: int = 256, timeout: float | None = None
+    ) -> Iterator[Ack]:
+        """Ingest the items `journal` has not seen acknowledged OK, record the new OK acks, yield every ack.
+
+        Resuming is calling this again with the same items (or a superset) and the same journal, or a
+        journal reopened from the same file by a new process. Only the items not acknowledged OK are
+        sent again: those acknowledged with an error (retryable ones such as UNAVAILABLE when a shard or
+        encoder was down, and any other), and those sent but never acknowledged because the stream broke.
+        An OK ack is in the journal before it is yielded, so it counts even if the caller stops there.
+
+        A broken stream (gateway killed or restarted: UNAVAILABLE, CANCELLED, connection reset) raises
+        grpc.RpcError after the acks that arrived; the journal is then exact, and nothing acknowledged
+        OK is sent twice. Re-sending an id replaces the stored item, so an item that was stored but whose
+        ack was lost is stored once either way.
+        """
+        for ack in self.ingest(journal.pending(items), window=window, timeout=timeout):
+            journal.record(ack)
+            yield ack
 
     def delete(self, ids: Sequence[str], timeout: float | None = None) -> int:
         """Delete ids; returns how many existed."""

@@ -2,10 +2,13 @@
 
 Used by `crossmodal up`, `make demo`, the end-to-end tests and the benchmarks. Every process gets its
 own log file and ready file under the data directory; start() returns once all of them are SERVING.
+The fault tests use kill() (SIGKILL, as a crash) and restart(), which brings a process back on the same
+port with the same environment and data, so the gateway's configured addresses stay valid.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -66,6 +69,8 @@ class ClusterSpec:
     metrics_base_port: int = 9100
     env: dict[str, str] = field(default_factory=dict)
     gateway_env: dict[str, str] = field(default_factory=dict)
+    # More than one gives the gateway addresses to fail over between; those after the first use free ports.
+    text_encoders: int = 1
 
 
 class LocalCluster:
@@ -97,6 +102,7 @@ class LocalCluster:
         return ClusterProcess(name, module, full, logs / f"{name}.log", ready)
 
     def _launch(self, process: ClusterProcess) -> None:
+        process.ready_file.unlink(missing_ok=True)
         with open(process.log_path, "ab") as log:
             process.proc = subprocess.Popen(
                 [sys.executable, "-m", process.module],
@@ -106,7 +112,8 @@ class LocalCluster:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        self.processes.append(process)
+        if process not in self.processes:
+            self.processes.append(process)
 
     def _wait_ready(self, processes: list[ClusterProcess], timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -137,16 +144,24 @@ class LocalCluster:
         spec = self.spec
         if not (spec.bundle / "model.json").is_file():
             raise ClusterError(f"no model bundle at {spec.bundle} (model.json missing)")
+        if not 1 <= spec.text_encoders <= 7:
+            raise ClusterError(f"text_encoders must be 1-7, not {spec.text_encoders}")
         mbase = spec.metrics_base_port
         encoder_env = {"CROSSMODAL_ENCODER_BUNDLE": str(spec.bundle), "CROSSMODAL_ENCODER_PRECISION": spec.precision}
-        backends = [
+        text_encoders = [
             self._process(
-                "encoder_text", "services.encoder_text", spec.text_encoder_port, self._port(mbase, 1), encoder_env
-            ),
-            self._process(
-                "encoder_image", "services.encoder_image", spec.image_encoder_port, self._port(mbase, 2), encoder_env
-            ),
+                "encoder_text" if n == 0 else f"encoder_text-{n}",
+                "services.encoder_text",
+                spec.text_encoder_port if n == 0 else 0,
+                self._port(mbase, 1 if n == 0 else 2 + n),
+                encoder_env,
+            )
+            for n in range(spec.text_encoders)
         ]
+        image_encoder = self._process(
+            "encoder_image", "services.encoder_image", spec.image_encoder_port, self._port(mbase, 2), encoder_env
+        )
+        backends = [*text_encoders, image_encoder]
         shard_map: list[list[ClusterProcess]] = []
         for shard in range(spec.shards):
             replicas = []
@@ -177,8 +192,8 @@ class LocalCluster:
                 spec.gateway_port,
                 self._port(mbase, 0),
                 {
-                    "CROSSMODAL_GATEWAY_TEXT_ENCODERS": backends[0].address,
-                    "CROSSMODAL_GATEWAY_IMAGE_ENCODERS": backends[1].address,
+                    "CROSSMODAL_GATEWAY_TEXT_ENCODERS": ",".join(p.address for p in text_encoders),
+                    "CROSSMODAL_GATEWAY_IMAGE_ENCODERS": image_encoder.address,
                     "CROSSMODAL_GATEWAY_SHARDS": shards,
                     **spec.gateway_env,
                 },
@@ -199,6 +214,33 @@ class LocalCluster:
     def by_name(self, name: str) -> ClusterProcess:
         """The process called `name` (e.g. 'index-1-0')."""
         return next(p for p in self.processes if p.name == name)
+
+    def kill(self, name: str) -> int:
+        """kill -9 the process called `name` (a crash: no drain, no flush) and reap it; its exit status."""
+        process = self.by_name(name)
+        if process.proc is None:
+            raise ClusterError(f"{name} was never started")
+        if process.proc.poll() is None:
+            # Each process leads its own session, so the group also takes any child it started.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.proc.pid, signal.SIGKILL)
+        return process.proc.wait(30)
+
+    def restart(self, name: str, timeout: float = 120.0) -> ClusterProcess:
+        """Start a stopped or killed process again on the same port, env and data; return once it is SERVING.
+
+        The port is the one it had, even when it was first given a free one, so every address the
+        gateway was configured with stays valid; a process that still runs is killed first.
+        """
+        process = self.by_name(name)
+        if process.proc is not None and process.proc.poll() is None:
+            self.kill(name)
+        if process.port:
+            process.env["CROSSMODAL_PORT"] = str(process.port)
+        self.say(f"  {name:<16} restarting on {process.address}")
+        self._launch(process)
+        self._wait_ready([process], timeout)
+        return process
 
     def stop(self, grace: float = 30.0) -> None:
         """SIGTERM every process (gateway first), wait for them, kill what is left."""

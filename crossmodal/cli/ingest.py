@@ -17,7 +17,7 @@ import grpc
 from tqdm import tqdm
 
 from crossmodal.cli._common import IMAGE_SUFFIXES, add_connection_args, connect
-from crossmodal.client import Client, Item
+from crossmodal.client import Client, IngestJournal, Item
 
 
 @dataclass(frozen=True)
@@ -101,11 +101,14 @@ def default_state_file(address: str, paths: Sequence[Path]) -> Path:
 def run_ingest(
     client: Client, sources: Sequence[Source], state_file: Path, *, progress: bool = True, out: Any = sys.stderr
 ) -> tuple[int, int, Counter[str]]:
-    """Send what is not yet acknowledged; returns (sent, acknowledged, failure reasons)."""
-    state_file.parent.mkdir(parents=True, exist_ok=True)
-    done = set(state_file.read_text().splitlines()) if state_file.exists() else set()
-    todo = [s for s in sources if s.id not in done]
-    if done:
+    """Send what is not yet acknowledged; returns (sent, acknowledged, failure reasons).
+
+    `state_file` is an IngestJournal: each OK acknowledgement is appended as it arrives, so a run that
+    is interrupted (Ctrl-C, the client or the gateway killed) resumes by sending only the rest.
+    """
+    journal = IngestJournal(state_file)
+    todo = [s for s in sources if s.id not in journal]
+    if len(todo) < len(sources):
         print(f"resuming: {len(sources) - len(todo)} of {len(sources)} items already acknowledged", file=out)
     failures: Counter[str] = Counter()
     examples: dict[str, str] = {}
@@ -120,17 +123,15 @@ def run_ingest(
                 bar.update(1)
 
     bar = tqdm(total=len(todo), unit="item", disable=not progress, file=out, dynamic_ncols=True)
-    with state_file.open("a") as state:
-        for ack in client.ingest(items()):
+    with journal:
+        for ack in client.ingest_resumable(items(), journal):
             bar.update(1)
             if ack.ok:
                 acked += 1
-                state.write(ack.id + "\n")
             else:
                 reason = f"{ack.code.name}: {ack.message}"
                 failures[reason] += 1
                 examples.setdefault(reason, ack.id)
-        state.flush()
     bar.close()
     return len(todo), acked, failures
 

@@ -20,6 +20,9 @@ def add_cluster_args(parser: argparse.ArgumentParser, data_dir: str) -> None:
     parser.add_argument("--precision", choices=("fp32", "int8", "fp16"), default="fp32", help="bundle variant")
     parser.add_argument("--port", type=int, default=50051, help="gateway port (0: any free port)")
     parser.add_argument("--encoder-ports", type=int, nargs=2, default=(50052, 50053), metavar=("TEXT", "IMAGE"))
+    parser.add_argument(
+        "--text-encoders", type=int, default=1, help="text encoder processes; those after the first use free ports"
+    )
     parser.add_argument("--index-base-port", type=int, default=50060, help="first shard port (0: free ports)")
     parser.add_argument("--metrics-base-port", type=int, default=9100, help="first metrics port (0: free ports)")
 
@@ -28,6 +31,8 @@ def spec_from(args: argparse.Namespace) -> ClusterSpec:
     """The cluster the options describe."""
     if args.shards < 1 or args.replicas < 1:
         raise SystemExit("--shards and --replicas must be at least 1")
+    if not 1 <= args.text_encoders <= 7:
+        raise SystemExit("--text-encoders must be 1-7")
     return ClusterSpec(
         data_dir=args.data_dir,
         shards=args.shards,
@@ -39,6 +44,7 @@ def spec_from(args: argparse.Namespace) -> ClusterSpec:
         image_encoder_port=args.encoder_ports[1],
         index_base_port=args.index_base_port,
         metrics_base_port=args.metrics_base_port,
+        text_encoders=args.text_encoders,
     )
 
 

@@ -4,6 +4,11 @@ Encoder calls rotate over the configured addresses and move on to the next one o
 RESOURCE_EXHAUSTED. Shard reads go to the healthiest replica first and are hedged: when no answer
 has come after the hedge delay, the same read goes to another replica and the first answer wins.
 Shard writes go to every replica; the caller learns which replicas failed.
+
+A backend that crashed and came back on its address is used again without any operator action: the
+channels retry the connection with a backoff capped at about a second (gRPC's default grows to two
+minutes, which would keep a restarted shard out of searches long after it is SERVING again), and an
+address that failed is only tried last for a few seconds, never dropped.
 """
 
 from __future__ import annotations
@@ -36,6 +41,13 @@ RETRYABLE = frozenset(
 )
 # A replica that failed is tried last for this long, so traffic leaves it without being starved forever.
 _PENALTY_SECONDS = 5.0
+# Reconnect quickly to a backend that went away: a crashed process restarted on its address is back
+# within a second of serving, and a dead one costs only a refused local connect per attempt.
+RECONNECT_OPTIONS: list[tuple[str, int | str]] = [
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
 
 
 class BackendError(Exception):
@@ -67,28 +79,34 @@ class EncoderPool:
         self.addresses = list(addresses)
         # round_robin spreads calls over every address a DNS name resolves to (a headless Service's pods),
         # so encoder replicas added by an autoscaler get traffic; pick_first would pin one pod.
+        options: list[tuple[str, int | str]] = [("grpc.lb_policy_name", "round_robin"), *RECONNECT_OPTIONS]
         self._channels = [
-            open_channel(
-                a, tls=tls, max_message_bytes=max_message_bytes, extra_options=[("grpc.lb_policy_name", "round_robin")]
-            )
-            for a in addresses
+            open_channel(a, tls=tls, max_message_bytes=max_message_bytes, extra_options=options) for a in addresses
         ]
         self._stubs = [encoder_pb2_grpc.EncoderServiceStub(c) for c in self._channels]
+        self._last_failure = [-1e18] * len(addresses)
         self._next = 0
 
-    async def _call(self, fn: Callable[[encoder_pb2_grpc.EncoderServiceStub], Awaitable[T]]) -> T:
+    def _order(self) -> list[int]:
         start = self._next
         self._next = (self._next + 1) % len(self._stubs)
+        rotated = [(start + n) % len(self._stubs) for n in range(len(self._stubs))]
+        now = time.monotonic()
+        # An address that failed recently goes last, so a crashed encoder costs one failed call, not one per batch.
+        return sorted(rotated, key=lambda i: now - self._last_failure[i] < _PENALTY_SECONDS)
+
+    async def _call(self, fn: Callable[[encoder_pb2_grpc.EncoderServiceStub], Awaitable[T]]) -> T:
         errors: list[str] = []
-        for attempt in range(len(self._stubs)):
-            index = (start + attempt) % len(self._stubs)
+        order = self._order()
+        for attempt, index in enumerate(order):
             try:
                 return await fn(self._stubs[index])
             except grpc.aio.AioRpcError as exc:
                 if exc.code() not in RETRYABLE:
                     raise
+                self._last_failure[index] = time.monotonic()
                 errors.append(f"{self.addresses[index]}: {describe_error(exc)}")
-                if attempt + 1 < len(self._stubs):
+                if attempt + 1 < len(order):
                     ENCODER_RETRIES.labels(self.modality).inc()
         raise BackendError(
             grpc.StatusCode.UNAVAILABLE, f"no {self.modality} encoder could serve the call ({'; '.join(errors)})"
@@ -131,7 +149,9 @@ class Shard:
         self.number = number
         self.replicas: list[Replica] = []
         for address in addresses:
-            channel = open_channel(address, tls=tls, max_message_bytes=max_message_bytes)
+            channel = open_channel(
+                address, tls=tls, max_message_bytes=max_message_bytes, extra_options=RECONNECT_OPTIONS
+            )
             self.replicas.append(Replica(address, index_pb2_grpc.IndexServiceStub(channel), channel))
         self._next = 0
 
