@@ -12,6 +12,7 @@ from typing import Any
 
 import grpc
 import structlog
+from google.protobuf.message import DecodeError
 
 from services.common.metrics import RPC_DURATION, RPC_IN_FLIGHT, RPC_REQUESTS
 
@@ -54,6 +55,57 @@ def _status_name(context: grpc.aio.ServicerContext, error: BaseException | None)
             if status.value[0] == code:
                 return status.name
     return "UNKNOWN" if error is not None and not isinstance(error, grpc.aio.AbortError) else "OK"
+
+
+class UndecodableRequest:
+    """Stands in for a request message that did not parse (bad wire format, invalid UTF-8 in a string)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def tolerant_deserializer(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """Wrap a request deserializer so that a parse error yields an `UndecodableRequest` instead of raising.
+
+    grpc answers an exception raised while parsing with UNKNOWN; the wrapped behaviour turns the
+    marker into INVALID_ARGUMENT, which is what a malformed request is.
+    """
+    if deserializer is None:
+        return None
+    inner = deserializer
+
+    def parse(data: bytes) -> Any:
+        try:
+            return inner(data)
+        except DecodeError as exc:
+            return UndecodableRequest(str(exc))
+
+    return parse
+
+
+class UndecodableRequestError(Exception):
+    """A request (or stream message) did not parse; the interceptor answers INVALID_ARGUMENT."""
+
+
+def _checked(request: Any) -> Any:
+    if isinstance(request, UndecodableRequest):
+        raise UndecodableRequestError(request.reason)
+    if hasattr(request, "__aiter__"):
+        return _checked_stream(request)
+    return request
+
+
+async def _checked_stream(requests: Any) -> AsyncIterator[Any]:
+    # Raising (not aborting) here: the servicer may read its requests in another task, and only the
+    # handler's own task may end the call.
+    async for request in requests:
+        if isinstance(request, UndecodableRequest):
+            raise UndecodableRequestError(request.reason)
+        yield request
+
+
+async def _refuse(context: grpc.aio.ServicerContext, exc: UndecodableRequestError) -> None:
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the request cannot be parsed: {exc}")
 
 
 def wrap_handler(handler: grpc.RpcMethodHandler, wrap_unary: Any, wrap_stream: Any) -> grpc.RpcMethodHandler:
@@ -123,7 +175,10 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                 started, token = begin()
                 error: BaseException | None = None
                 try:
-                    return await behavior(request, context)
+                    return await behavior(_checked(request), context)
+                except UndecodableRequestError as exc:
+                    error = exc
+                    await _refuse(context, exc)
                 except BaseException as exc:
                     error = exc
                     raise
@@ -137,8 +192,11 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                 started, token = begin()
                 error: BaseException | None = None
                 try:
-                    async for response in behavior(request, context):
+                    async for response in behavior(_checked(request), context):
                         yield response
+                except UndecodableRequestError as exc:
+                    error = exc
+                    await _refuse(context, exc)
                 except BaseException as exc:
                     error = exc
                     raise
@@ -147,7 +205,9 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
 
             return wrapped
 
-        return wrap_handler(handler, wrap_unary, wrap_stream)
+        wrapped = wrap_handler(handler, wrap_unary, wrap_stream)
+        # This interceptor is the outermost, so its deserializer is the one grpc calls.
+        return wrapped._replace(request_deserializer=tolerant_deserializer(handler.request_deserializer))
 
 
 class FaultInjectionInterceptor(grpc.aio.ServerInterceptor):

@@ -192,7 +192,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline expired before the shards were asked")
         shard_request = index_pb2.SearchShardRequest(
             vector=vector,
-            k=k + (1 if exclude else 0),
+            # One more for the excluded item, but never past the limit the shards share with us: at K = MAX_K
+            # a "more like this" search may answer K - 1 results rather than fail.
+            k=min(k + (1 if exclude else 0), self.config.max_k),
             modality=request.target,
             filter=request.filter,
             exact=request.exact,

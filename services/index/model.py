@@ -168,6 +168,16 @@ def check_vector(vector: np.ndarray, dim: int, what: str = "vector") -> None:
     norm = float(np.linalg.norm(vector.astype(np.float64)))
     if norm == 0.0 or not math.isfinite(norm):
         raise InvalidArgumentError(f"{what} has zero length")
+    # The shard normalises in float32: values whose squares overflow (|x| > ~1.8e19) or underflow
+    # (|x| < ~1e-23) would become a zero, infinite or NaN vector there, and the graph would hold garbage.
+    with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+        as32 = vector.astype(np.float32)
+        unit = as32 / np.linalg.norm(as32, axis=-1, keepdims=True)
+        unit_norm = float(np.linalg.norm(unit.astype(np.float64)))
+    if not abs(unit_norm - 1.0) < 1e-3:
+        raise InvalidArgumentError(
+            f"{what} cannot be scaled to unit length in float32 (length {norm:.3g}); send it normalised"
+        )
 
 
 def check_metadata(metadata: Mapping[str, str], tags: Iterable[str], max_bytes: int) -> None:
