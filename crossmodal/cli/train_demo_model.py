@@ -8,7 +8,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-DEFAULT_MODEL_ID = "crossmodal-demo-v1"
+DEFAULT_MODEL_ID = "crossmodal-demo-v2"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,6 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--twin-fraction", type=float, default=d.twin_fraction, help="share of scenes given a hard negative")
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
+    p.add_argument(
+        "--logit-scale-init", type=float, default=d.logit_scale_init, help="initial similarity scale (at most 100)"
+    )
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads")
     p.add_argument("--workers", type=int, default=d.workers, help="processes rendering the scenes")
@@ -73,6 +76,7 @@ def handle(args: argparse.Namespace) -> int:
         twin_fraction=args.twin_fraction,
         lr=args.lr,
         warmup_steps=args.warmup_steps,
+        logit_scale_init=args.logit_scale_init,
         seed=args.seed,
         threads=args.threads,
         workers=args.workers,

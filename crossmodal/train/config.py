@@ -16,11 +16,14 @@ class TrainConfig:
     steps: int = 800
     batch_size: int = 256
     scenes: int = 40000
-    twin_fraction: float = 0.35
+    twin_fraction: float = 0.5
     lr: float = 1e-3
     min_lr: float = 1e-5
     warmup_steps: int = 100
     weight_decay: float = 0.1
+    # Initial similarity scale (CLIP starts at 1/0.07 and learns up to its cap of 100). Short CPU runs
+    # learn shapes and bindings better starting at the cap; it stays learnable below it.
+    logit_scale_init: float = 100.0
     seed: int = 0
     threads: int = 2
     workers: int = 2

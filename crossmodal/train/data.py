@@ -13,12 +13,18 @@ import numpy as np
 from crossmodal.bundle.image import ImageConfig, resize_and_crop
 from crossmodal.scenes.captions import describe
 from crossmodal.scenes.render import render_scene
-from crossmodal.scenes.spec import SceneSpec, Split, generate_specs
+from crossmodal.scenes.spec import SHAPES, SceneSpec, Split, generate_specs, is_heldout_pair
 
 # Canvas sizes the training scenes are drawn at before the tower's own resize: the model sees
 # the resampling of images larger than its input as well as images drawn at its input size.
 CANVAS_SIZES: tuple[int, ...] = (64, 64, 80, 96, 128, 160)
 TWIN_STREAM = 11
+# Bumped whenever the kinds of twins change, so cached renderings of older twin sets are not reused.
+TWIN_VERSION = 2
+# Share of twins that change one object's shape. Without them a batch is told apart by colours,
+# sizes and places alone and the towers never learn shapes (v3 ranked 'a red circle' and 'a red
+# star' alike: text cosine 0.99, shape accuracy at chance).
+SHAPE_TWIN_SHARE = 0.5
 # Share of training captions at each level of detail: short queries must work as well as the
 # gallery's full descriptions.
 CAPTION_MIX: dict[str, float] = {"full": 0.5, "partial": 0.4, "minimal": 0.1}
@@ -31,14 +37,23 @@ def swap_positions(spec: SceneSpec) -> SceneSpec:
     return replace(spec, objects=moved + spec.objects[2:])
 
 
-def make_twin(spec: SceneSpec, rng: np.random.Generator) -> SceneSpec | None:
-    """Return a hard negative differing only in which colour or place goes with which shape, if any.
+def change_shape(spec: SceneSpec, rng: np.random.Generator) -> SceneSpec:
+    """Return the scene with one object drawn as another shape (a pair the training split allows)."""
+    i = int(rng.integers(len(spec.objects)))
+    obj = spec.objects[i]
+    shapes = [s for s in SHAPES if s != obj.shape and not is_heldout_pair(obj.colour, s)]
+    changed = replace(obj, shape=shapes[int(rng.integers(len(shapes)))])
+    return replace(spec, objects=spec.objects[:i] + (changed,) + spec.objects[i + 1 :])
 
-    Batches otherwise tell most scenes apart by their colours alone; twins make it matter which
-    colour goes with which shape and which object is where.
+
+def make_twin(spec: SceneSpec, rng: np.random.Generator) -> SceneSpec | None:
+    """Return a hard negative differing only in one shape, or in which colour or place goes with which shape.
+
+    Batches otherwise tell most scenes apart by their colours alone; twins make it matter what
+    each object's shape is, which colour goes with which shape and which object is where.
     """
-    if len(spec.objects) < 2:
-        return None
+    if len(spec.objects) < 2 or rng.random() < SHAPE_TWIN_SHARE:
+        return change_shape(spec, rng)
     a, b = spec.objects[0], spec.objects[1]
     colour_swap_differs = a.colour != b.colour and a.shape != b.shape
     place_swap_differs = (a.shape, a.colour, a.size) != (b.shape, b.colour, b.size)
@@ -46,7 +61,7 @@ def make_twin(spec: SceneSpec, rng: np.random.Generator) -> SceneSpec | None:
         return spec.with_colours_swapped()
     if place_swap_differs:
         return swap_positions(spec)
-    return None
+    return change_shape(spec, rng)
 
 
 @dataclass
@@ -97,9 +112,8 @@ def build_scene_set(
                 extra.append(other)
     all_specs = specs + extra
     twin = np.concatenate([twin, np.full(len(extra), -1, dtype=np.int64)])
-    key = hashlib.sha256(
-        json.dumps([n, seed, twin_fraction, cfg.to_dict(), CANVAS_SIZES, len(extra)], sort_keys=True).encode()
-    ).hexdigest()[:16]
+    identity = [n, seed, twin_fraction, cfg.to_dict(), CANVAS_SIZES, len(extra), TWIN_VERSION]
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     cached = cache_dir / f"scenes-{key}.npy" if cache_dir else None
     if cached is not None and cached.is_file():
         images = np.load(cached)

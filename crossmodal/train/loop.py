@@ -63,11 +63,11 @@ def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimize
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
 
 
-def contrastive_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
-    """CLIP's symmetric cross-entropy over the batch's image-text similarities."""
+def contrastive_loss(image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """CLIP's symmetric cross-entropy over the batch's image-text similarities, times `scale` (not its log)."""
     image = F.normalize(image, dim=-1)
     text = F.normalize(text, dim=-1)
-    logits = logit_scale.exp().clamp(max=100) * image @ text.T
+    logits = scale * image @ text.T
     labels = torch.arange(len(image), device=image.device)
     return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
 
@@ -126,6 +126,8 @@ def train(
     in slices; a later call with the same config carries on exactly where it stopped.
     """
     started = time.monotonic()
+    if not 0 < cfg.logit_scale_init <= 100:
+        raise ValueError(f"logit_scale_init must be in (0, 100], not {cfg.logit_scale_init}")
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -138,6 +140,8 @@ def train(
 
     torch.manual_seed(cfg.seed)
     model = build_model(arch).to(cfg.device)
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(cfg.logit_scale_init))
     opt = _optimizer(model, cfg)
     start, losses = 0, []
     ckpt = out / CHECKPOINT
@@ -169,8 +173,9 @@ def train(
         pixels = pixels_from_uint8(scenes.images[rows], image_cfg, cfg.device)
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, cfg)
-        image_features, text_features, logit_scale = model(pixels, torch.from_numpy(ids).to(cfg.device))[:3]
-        loss = contrastive_loss(image_features, text_features, logit_scale)
+        # open_clip's forward returns the scale itself (logit_scale.exp()), clamped below after each step.
+        image_features, text_features, scale = model(pixels, torch.from_numpy(ids).to(cfg.device))[:3]
+        loss = contrastive_loss(image_features, text_features, scale)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -142,9 +143,24 @@ def test_swaps_give_hard_negatives() -> None:
     assert [o.shape for o in moved.objects] == [o.shape for o in spec.objects][::-1]
     assert (moved.objects[0].x, moved.objects[0].y) == (spec.objects[0].x, spec.objects[0].y)
     rng = np.random.default_rng(0)
-    assert all(make_twin(spec, rng) in (swapped, moved) for _ in range(10))
+    kinds = set()
+    for _ in range(40):
+        twin = make_twin(spec, rng)
+        assert twin is not None and twin != spec
+        if twin in (swapped, moved):
+            kinds.add("swap")
+        else:
+            # Otherwise exactly one object changed shape, into a pair that training may show.
+            changed = [(a, b) for a, b in zip(spec.objects, twin.objects, strict=True) if a != b]
+            assert len(changed) == 1 and changed[0][0].shape != changed[0][1].shape
+            assert replace(changed[0][1], shape=changed[0][0].shape) == changed[0][0]
+            assert not is_heldout_pair(changed[0][1].colour, changed[0][1].shape)
+            kinds.add("shape")
+    assert kinds == {"swap", "shape"}
     single = next(s for s in generate_specs(50, seed=9, split=Split.TRAIN) if len(s.objects) == 1)
-    assert make_twin(single, rng) is None
+    twin = make_twin(single, rng)
+    assert twin is not None and twin.objects[0].shape != single.objects[0].shape
+    assert replace(twin.objects[0], shape=single.objects[0].shape) == single.objects[0]
     first, second = spec.objects[0], spec.objects[1]
     query = binding_query(spec)
     assert query.endswith(
