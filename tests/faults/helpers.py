@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import threading
 import urllib.request
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import grpc
 
-from crossmodal.client import Client, Item
-from crossmodal.cluster import ClusterProcess, ClusterSpec
+from crossmodal.client import Ack, Client, IngestJournal, Item
+from crossmodal.cluster import ClusterProcess, ClusterSpec, LocalCluster
 from tests.gateway.conftest import cluster_spec
 from tests.support import wait_for
 
@@ -26,6 +27,36 @@ def fault_spec(
     """A cluster of `shards` x 1 replica on free loopback ports, with `text_encoders` text encoders."""
     spec = cluster_spec(data_dir, bundle, shards=shards, replicas=1, **gateway_env)
     return dataclasses.replace(spec, text_encoders=text_encoders)
+
+
+def ingest_killing(
+    cluster: LocalCluster, items: list[Item], journal: IngestJournal, victim: str, at: int
+) -> tuple[list[Ack], str]:
+    """Ingest `items`, kill -9 `victim` from a thread once `at` acks arrived: (the acks, how the stream ended)."""
+    trigger, killed = threading.Event(), threading.Event()
+
+    def killer() -> None:
+        trigger.wait()
+        cluster.kill(victim)
+        killed.set()
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    acks: list[Ack] = []
+    ended = "complete"
+    try:
+        with Client(cluster.address) as client:
+            for ack in client.ingest_resumable(items, journal):
+                acks.append(ack)
+                if len(acks) == at:
+                    trigger.set()
+    except grpc.RpcError as exc:
+        ended = exc.code().name
+    finally:
+        trigger.set()
+        thread.join(30)
+    assert killed.is_set(), f"{victim} was not killed"
+    return acks, ended
 
 
 def checksum(text: str) -> str:

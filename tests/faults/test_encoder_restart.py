@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import pytest
 
 from crossmodal.client import Ack, Client, IngestJournal, Item
 from crossmodal.cluster import LocalCluster
-from tests.faults.helpers import assert_stored_once, fault_spec, metrics_of, stored, text_items, wait_whole
+from tests.faults.helpers import (
+    assert_stored_once,
+    fault_spec,
+    ingest_killing,
+    metrics_of,
+    stored,
+    text_items,
+    wait_whole,
+)
 from tests.reliability import record
 from tests.support import metric_value
 
@@ -19,25 +26,9 @@ ITEMS = 3000
 def ingest_with_kill(
     cluster: LocalCluster, items: list[Item], journal: IngestJournal, victim: str, at: int
 ) -> list[Ack]:
-    """Ingest `items` and kill -9 `victim` from another thread once `at` acks arrived; every ack."""
-    trigger, done = threading.Event(), threading.Event()
-
-    def killer() -> None:
-        trigger.wait()
-        cluster.kill(victim)
-        done.set()
-
-    thread = threading.Thread(target=killer, daemon=True)
-    thread.start()
-    acks: list[Ack] = []
-    with Client(cluster.address) as client:
-        for ack in client.ingest_resumable(items, journal):
-            acks.append(ack)
-            if len(acks) == at:
-                trigger.set()
-    trigger.set()
-    thread.join(30)
-    assert done.is_set(), f"{victim} was not killed"
+    """Ingest `items` and kill -9 `victim` once `at` acks arrived; every ack of a stream that must not break."""
+    acks, ended = ingest_killing(cluster, items, journal, victim, at)
+    assert ended == "complete", f"the ingest stream broke with {ended}"
     return acks
 
 

@@ -10,17 +10,15 @@ its metadata, across all rounds so far.
 from __future__ import annotations
 
 import random
-import threading
 import time
 from collections import Counter
 from pathlib import Path
 
-import grpc
 import pytest
 
 from crossmodal.client import Ack, Client, IngestJournal, Item
 from crossmodal.cluster import LocalCluster
-from tests.faults.helpers import assert_stored_once, fault_spec, text_items, wait_whole
+from tests.faults.helpers import assert_stored_once, fault_spec, ingest_killing, text_items, wait_whole
 from tests.reliability import record
 
 SEED = 20261126
@@ -37,34 +35,6 @@ def plan(rng: random.Random) -> list[tuple[str, str, float]]:
     assert len(kinds) == ROUNDS
     rng.shuffle(kinds)
     return [(kind, rng.choice(VICTIMS[kind]), rng.uniform(0.05, 0.90)) for kind in kinds]
-
-
-def first_pass(cluster: LocalCluster, items: list[Item], journal: IngestJournal, victim: str, at: int) -> str:
-    """Ingest `items`, kill -9 `victim` from a thread once `at` acks arrived; how the stream ended."""
-    trigger, killed = threading.Event(), threading.Event()
-
-    def killer() -> None:
-        trigger.wait()
-        cluster.kill(victim)
-        killed.set()
-
-    thread = threading.Thread(target=killer, daemon=True)
-    thread.start()
-    seen = 0
-    ended = "complete"
-    try:
-        with Client(cluster.address) as client:
-            for _ack in client.ingest_resumable(items, journal):
-                seen += 1
-                if seen == at:
-                    trigger.set()
-    except grpc.RpcError as exc:
-        ended = exc.code().name
-    finally:
-        trigger.set()
-        thread.join(30)
-    assert killed.is_set(), f"{victim} was not killed"
-    return ended
 
 
 # ~1 minute a round at most on 2 shared cores under heavy load; a few seconds on an idle machine.
@@ -84,7 +54,7 @@ def test_acknowledged_items_survive_kill_9_of_any_process(tmp_path: Path, bundle
             everything.extend(items)
             path = tmp_path / "journals" / f"round-{number:02d}.journal"
             with IngestJournal(path) as journal:
-                ended = first_pass(cluster, items, journal, victim, max(1, int(ITEMS * share)))
+                _, ended = ingest_killing(cluster, items, journal, victim, max(1, int(ITEMS * share)))
                 acknowledged = journal.acknowledged
             kills[kind] += 1
             endings[f"{kind}:{ended}"] += 1
