@@ -127,16 +127,11 @@ def main() -> int:
     per_client = 10 if args.quick else 40
     out: dict[str, object] = {"n": args.n, "shards": 4, "bundle": str(args.bundle)}
     with tempfile.TemporaryDirectory() as tmp:
-        spec = ClusterSpec(
-            data_dir=Path(tmp) / "c",
+        spec = ClusterSpec.on_free_ports(
+            Path(tmp) / "c",
             shards=4,
             replicas=1,
             bundle=args.bundle,
-            gateway_port=0,
-            text_encoder_port=0,
-            image_encoder_port=0,
-            index_base_port=0,
-            metrics_base_port=0,
             env={"CROSSMODAL_INDEX_SNAPSHOT_INTERVAL_SECONDS": "3600"},
         )
         with LocalCluster(spec, say=print) as cluster, Client(cluster.address) as client:

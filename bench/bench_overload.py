@@ -343,16 +343,11 @@ def main() -> int:
         "loadavg_start": loadavg(),
     }
     with tempfile.TemporaryDirectory() as tmp:
-        spec = ClusterSpec(
-            data_dir=Path(tmp) / "c",
+        spec = ClusterSpec.on_free_ports(
+            Path(tmp) / "c",
             shards=2,
             replicas=1,
             bundle=args.bundle,
-            gateway_port=0,
-            text_encoder_port=0,
-            image_encoder_port=0,
-            index_base_port=0,
-            metrics_base_port=0,
             gateway_env={"CROSSMODAL_GATEWAY_MAX_IN_FLIGHT_SEARCHES": str(limit)},
         )
         with LocalCluster(spec, say=print) as cluster:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BUNDLE = REPO_ROOT / "models" / "default"
@@ -71,6 +72,18 @@ class ClusterSpec:
     gateway_env: dict[str, str] = field(default_factory=dict)
     # More than one gives the gateway addresses to fail over between; those after the first use free ports.
     text_encoders: int = 1
+
+    @classmethod
+    def on_free_ports(cls, data_dir: Path, **fields: Any) -> ClusterSpec:
+        """A spec whose processes all bind free loopback ports (port 0), as tests and benchmarks need."""
+        free = {
+            "gateway_port": 0,
+            "text_encoder_port": 0,
+            "image_encoder_port": 0,
+            "index_base_port": 0,
+            "metrics_base_port": 0,
+        }
+        return cls(data_dir=data_dir, **{**free, **fields})
 
 
 class LocalCluster:

@@ -17,18 +17,7 @@ GALLERY_SIZE = 40
 
 def cluster_spec(data_dir: Path, bundle: Path, shards: int = 2, replicas: int = 2, **env: str) -> ClusterSpec:
     """A cluster on free loopback ports."""
-    return ClusterSpec(
-        data_dir=data_dir,
-        shards=shards,
-        replicas=replicas,
-        bundle=bundle,
-        gateway_port=0,
-        text_encoder_port=0,
-        image_encoder_port=0,
-        index_base_port=0,
-        metrics_base_port=0,
-        gateway_env=dict(env),
-    )
+    return ClusterSpec.on_free_ports(data_dir, shards=shards, replicas=replicas, bundle=bundle, gateway_env=dict(env))
 
 
 @pytest.fixture(scope="session")
