@@ -23,6 +23,15 @@ def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
     ]
 
 
+def server_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    """gRPC server options: the shared ones plus acceptance of our clients' keepalive pings."""
+    # By default a server wants 5 minutes between pings on an idle connection and answers our
+    # 20-second keepalive with GOAWAY too_many_pings; accept one every 10 s and keep the strike
+    # limit for clients that ping faster than that. (This key is core's
+    # GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS.)
+    return [*channel_options(max_message_bytes), ("grpc.http2.min_ping_interval_without_data_ms", 10_000)]
+
+
 def open_channel(
     target: str,
     *,

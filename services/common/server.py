@@ -22,7 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from crossmodal import __version__
-from services.common.channels import channel_options
+from services.common.channels import server_options
 from services.common.config import ServerConfig
 from services.common.interceptors import FaultInjectionInterceptor, ObservabilityInterceptor
 from services.common.logging import configure_logging
@@ -86,7 +86,7 @@ async def start_server(service: Service, config: ServerConfig) -> RunningServer:
         interceptors.append(FaultInjectionInterceptor(config.fault_delay_ms, config.fault_methods))
     server = grpc.aio.server(
         interceptors=interceptors,
-        options=channel_options(config.max_message_bytes),
+        options=server_options(config.max_message_bytes),
         maximum_concurrent_rpcs=config.max_concurrent_rpcs or None,
     )
     names = list(service.register(server))
