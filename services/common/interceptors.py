@@ -108,6 +108,18 @@ async def _refuse(context: grpc.aio.ServicerContext, exc: UndecodableRequestErro
     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the request cannot be parsed: {exc}")
 
 
+async def responses(behavior: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    """Yield a response-streaming behaviour's messages, whether it yields them or writes them itself."""
+    # grpc accepts both kinds of handler: grpc.health's aio Watch is a coroutine that calls
+    # context.write and yields nothing, so iterating it directly fails with UNKNOWN.
+    result = behavior(request, context)
+    if hasattr(result, "__aiter__"):
+        async for response in result:
+            yield response
+    else:
+        await result
+
+
 def wrap_handler(handler: grpc.RpcMethodHandler, wrap_unary: Any, wrap_stream: Any) -> grpc.RpcMethodHandler:
     """Rebuild `handler` of any streaming kind with behaviours wrapped (responses streamed or not)."""
     if handler.request_streaming and handler.response_streaming:
@@ -192,7 +204,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                 started, token = begin()
                 error: BaseException | None = None
                 try:
-                    async for response in behavior(_checked(request), context):
+                    async for response in responses(behavior, _checked(request), context):
                         yield response
                 except UndecodableRequestError as exc:
                     error = exc
@@ -238,7 +250,7 @@ class FaultInjectionInterceptor(grpc.aio.ServerInterceptor):
         def wrap_stream(behavior: Any) -> Any:
             async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
                 await asyncio.sleep(delay)
-                async for response in behavior(request, context):
+                async for response in responses(behavior, request, context):
                     yield response
 
             return wrapped

@@ -16,7 +16,7 @@ from typing import Any
 
 import grpc
 
-from services.common.interceptors import wrap_handler
+from services.common.interceptors import responses, wrap_handler
 from services.gateway.metrics import ADMISSION_IN_FLIGHT, SHED_REQUESTS
 
 GATEWAY_SERVICE = "crossmodal.v1.GatewayService"
@@ -98,7 +98,7 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
                 if not gate.try_enter():
                     await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, gate.message)
                 try:
-                    async for response in behavior(request, context):
+                    async for response in responses(behavior, request, context):
                         yield response
                 finally:
                     gate.leave()

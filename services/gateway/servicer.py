@@ -479,8 +479,11 @@ def _code(number: int) -> grpc.StatusCode:
     return grpc.StatusCode.UNKNOWN
 
 
+GATEWAY_METHOD_PREFIX = f"/{gateway_pb2.DESCRIPTOR.services_by_name['GatewayService'].full_name}/"
+
+
 class ErrorMapping(grpc.aio.ServerInterceptor):
-    """Maps RequestError and BackendError raised by any gateway handler to their gRPC status."""
+    """Maps RequestError and BackendError raised by the GatewayService handlers to their gRPC status."""
 
     def __init__(self, servicer: GatewayServicer) -> None:
         self.ready = lambda: bool(servicer.model_id)
@@ -493,6 +496,9 @@ class ErrorMapping(grpc.aio.ServerInterceptor):
         """Wrap unary handlers so refused requests end with their status and message."""
         handler = await continuation(handler_call_details)
         if handler is None or handler.request_streaming or handler.response_streaming:
+            return handler
+        # Health and reflection answer for themselves: while starting, Check must say NOT_SERVING.
+        if not handler_call_details.method.startswith(GATEWAY_METHOD_PREFIX):
             return handler
         behavior = handler.unary_unary
 

@@ -4,7 +4,6 @@ key works, and health and reflection stay open for probes."""
 from __future__ import annotations
 
 import grpc
-import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -76,12 +75,6 @@ def test_health_and_reflection_need_no_key(secure: SecureCluster) -> None:
     )
 
 
-@pytest.mark.xfail(
-    reason="ObservabilityInterceptor's stream wrapper iterates the handler with `async for`, but grpc's aio "
-    "Health.Watch is a coroutine that writes with context.write, so Watch fails with UNKNOWN on every service",
-    raises=grpc.RpcError,
-    strict=False,
-)
 def test_health_watch_needs_no_key(secure: SecureCluster) -> None:
     with secure.channel(secure.gateways["tls"].address) as channel:
         watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=GATEWAY), timeout=10)
