@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="KEY=INT",
-        help="architecture override, e.g. vision_layers=6",
+        help="architecture override, e.g. resnet_width=24 or vision_kind=vit",
     )
     p.add_argument("--no-resume", action="store_true", help="start afresh even if a checkpoint exists")
     p.add_argument("--precisions", default="fp32,int8", help="comma-separated bundle precisions")
@@ -64,10 +64,10 @@ def handle(args: argparse.Namespace) -> int:
     from crossmodal.train.config import TrainConfig
     from crossmodal.train.loop import train
 
-    arch: dict[str, int] = {}
+    arch: dict[str, int | str] = {}
     for item in args.arch:
         key, _, value = item.partition("=")
-        arch[key.strip()] = int(value)
+        arch[key.strip()] = int(value) if value.strip().lstrip("-").isdigit() else value.strip()
     cfg = TrainConfig(
         out_dir=str(args.work_dir),
         steps=args.steps,

@@ -13,7 +13,7 @@ class TrainConfig:
     """Everything that determines a training run; equal configs give equal models."""
 
     out_dir: str
-    steps: int = 800
+    steps: int = 1000
     batch_size: int = 256
     scenes: int = 40000
     twin_fraction: float = 0.5

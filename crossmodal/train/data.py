@@ -20,11 +20,15 @@ from crossmodal.scenes.spec import SHAPES, SceneSpec, Split, generate_specs, is_
 CANVAS_SIZES: tuple[int, ...] = (64, 64, 80, 96, 128, 160)
 TWIN_STREAM = 11
 # Bumped whenever the kinds of twins change, so cached renderings of older twin sets are not reused.
-TWIN_VERSION = 2
-# Share of twins that change one object's shape. Without them a batch is told apart by colours,
-# sizes and places alone and the towers never learn shapes (v3 ranked 'a red circle' and 'a red
+TWIN_VERSION = 3
+# Share of hard-negative groups that change one object's shape. Without them a batch is told apart by
+# colours, sizes and places alone and the towers never learn shapes (v3 ranked 'a red circle' and 'a red
 # star' alike: text cosine 0.99, shape accuracy at chance).
 SHAPE_TWIN_SHARE = 0.5
+# Shapes drawn per shape group besides the original. With a single changed shape the towers told the
+# pair apart by how much of the colour there is (80% of pairs) yet still could not name a shape; among
+# four shapes of the same object that shortcut no longer works.
+SHAPE_GROUP = 3
 # Share of training captions at each level of detail: short queries must work as well as the
 # gallery's full descriptions.
 CAPTION_MIX: dict[str, float] = {"full": 0.5, "partial": 0.4, "minimal": 0.1}
@@ -37,40 +41,43 @@ def swap_positions(spec: SceneSpec) -> SceneSpec:
     return replace(spec, objects=moved + spec.objects[2:])
 
 
-def change_shape(spec: SceneSpec, rng: np.random.Generator) -> SceneSpec:
-    """Return the scene with one object drawn as another shape (a pair the training split allows)."""
+def change_shape(spec: SceneSpec, rng: np.random.Generator, count: int = 1) -> list[SceneSpec]:
+    """Return `count` copies of the scene with one object drawn as other shapes (pairs training allows)."""
     i = int(rng.integers(len(spec.objects)))
     obj = spec.objects[i]
     shapes = [s for s in SHAPES if s != obj.shape and not is_heldout_pair(obj.colour, s)]
-    changed = replace(obj, shape=shapes[int(rng.integers(len(shapes)))])
-    return replace(spec, objects=spec.objects[:i] + (changed,) + spec.objects[i + 1 :])
+    picked = rng.choice(len(shapes), size=min(count, len(shapes)), replace=False)
+    return [
+        replace(spec, objects=spec.objects[:i] + (replace(obj, shape=shapes[int(k)]),) + spec.objects[i + 1 :])
+        for k in picked
+    ]
 
 
-def make_twin(spec: SceneSpec, rng: np.random.Generator) -> SceneSpec | None:
-    """Return a hard negative differing only in one shape, or in which colour or place goes with which shape.
+def make_twins(spec: SceneSpec, rng: np.random.Generator) -> list[SceneSpec]:
+    """Return hard negatives: the scene with one object as SHAPE_GROUP other shapes, or a colour or place swap.
 
     Batches otherwise tell most scenes apart by their colours alone; twins make it matter what
     each object's shape is, which colour goes with which shape and which object is where.
     """
     if len(spec.objects) < 2 or rng.random() < SHAPE_TWIN_SHARE:
-        return change_shape(spec, rng)
+        return change_shape(spec, rng, SHAPE_GROUP)
     a, b = spec.objects[0], spec.objects[1]
     colour_swap_differs = a.colour != b.colour and a.shape != b.shape
     place_swap_differs = (a.shape, a.colour, a.size) != (b.shape, b.colour, b.size)
     if colour_swap_differs and (not place_swap_differs or rng.random() < 0.6):
-        return spec.with_colours_swapped()
+        return [spec.with_colours_swapped()]
     if place_swap_differs:
-        return swap_positions(spec)
-    return change_shape(spec, rng)
+        return [swap_positions(spec)]
+    return change_shape(spec, rng, SHAPE_GROUP)
 
 
 @dataclass
 class SceneSet:
-    """Rendered scenes (n, H, W, 3 uint8) with their specs; `twin[i]` is the row of i's twin or -1."""
+    """Rendered scenes (n, H, W, 3 uint8) with their specs; `twins[i]` are the rows of i's twins, -1 padded."""
 
     images: np.ndarray
     specs: list[SceneSpec]
-    twin: np.ndarray
+    twins: np.ndarray
     base_count: int
 
 
@@ -102,16 +109,15 @@ def build_scene_set(
     """Render `n` training scenes plus twins for about `twin_fraction` of them; cached on disk by content."""
     specs = generate_specs(n, seed=seed, split=Split.TRAIN)
     rng = np.random.default_rng([seed, TWIN_STREAM])
-    twin = np.full(n, -1, dtype=np.int64)
+    twins = np.full((n, SHAPE_GROUP), -1, dtype=np.int64)
     extra: list[SceneSpec] = []
     for i, spec in enumerate(specs):
         if rng.random() < twin_fraction:
-            other = make_twin(spec, rng)
-            if other is not None:
-                twin[i] = n + len(extra)
+            for k, other in enumerate(make_twins(spec, rng)):
+                twins[i, k] = n + len(extra)
                 extra.append(other)
     all_specs = specs + extra
-    twin = np.concatenate([twin, np.full(len(extra), -1, dtype=np.int64)])
+    twins = np.concatenate([twins, np.full((len(extra), SHAPE_GROUP), -1, dtype=np.int64)])
     identity = [n, seed, twin_fraction, cfg.to_dict(), CANVAS_SIZES, len(extra), TWIN_VERSION]
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     cached = cache_dir / f"scenes-{key}.npy" if cache_dir else None
@@ -124,7 +130,7 @@ def build_scene_set(
             tmp = cached.with_suffix(".partial.npy")
             np.save(tmp, images)
             tmp.rename(cached)
-    return SceneSet(images=images, specs=all_specs, twin=twin, base_count=n)
+    return SceneSet(images=images, specs=all_specs, twins=twins, base_count=n)
 
 
 def sample_batch(scenes: SceneSet, batch_size: int, seed: int, step: int) -> tuple[np.ndarray, list[str]]:
@@ -136,10 +142,10 @@ def sample_batch(scenes: SceneSet, batch_size: int, seed: int, step: int) -> tup
         if len(rows) >= batch_size:
             break
         rows.append(int(i))
-        j = int(scenes.twin[i])
         # Twins share the batch with their originals: that is what makes them hard negatives.
-        if j >= 0 and len(rows) < batch_size:
-            rows.append(j)
+        for j in scenes.twins[i]:
+            if j >= 0 and len(rows) < batch_size:
+                rows.append(int(j))
     index = np.array(rows, dtype=np.int64)
     levels = rng.choice(len(CAPTION_MIX), size=len(rows), p=list(CAPTION_MIX.values()))
     details = list(CAPTION_MIX)

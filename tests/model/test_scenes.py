@@ -28,7 +28,7 @@ from crossmodal.scenes import (
 )
 from crossmodal.scenes.captions import COLOUR_WORDS, DETAILS, SIZE_WORDS
 from crossmodal.scenes.render import shape_mask
-from crossmodal.train.data import make_twin, swap_positions
+from crossmodal.train.data import SHAPE_GROUP, make_twins, swap_positions
 
 
 def test_vocabulary_is_as_large_as_the_issue_asks() -> None:
@@ -145,22 +145,26 @@ def test_swaps_give_hard_negatives() -> None:
     rng = np.random.default_rng(0)
     kinds = set()
     for _ in range(40):
-        twin = make_twin(spec, rng)
-        assert twin is not None and twin != spec
-        if twin in (swapped, moved):
+        twins = make_twins(spec, rng)
+        assert twins and spec not in twins
+        if twins in ([swapped], [moved]):
             kinds.add("swap")
         else:
-            # Otherwise exactly one object changed shape, into a pair that training may show.
-            changed = [(a, b) for a, b in zip(spec.objects, twin.objects, strict=True) if a != b]
-            assert len(changed) == 1 and changed[0][0].shape != changed[0][1].shape
-            assert replace(changed[0][1], shape=changed[0][0].shape) == changed[0][0]
-            assert not is_heldout_pair(changed[0][1].colour, changed[0][1].shape)
+            # Otherwise the same object is drawn as SHAPE_GROUP other shapes, in pairs training may show.
+            assert len(twins) == SHAPE_GROUP
+            changed = [[(a, b) for a, b in zip(spec.objects, t.objects, strict=True) if a != b] for t in twins]
+            assert all(len(c) == 1 for c in changed)
+            assert len({spec.objects.index(c[0][0]) for c in changed}) == 1
+            assert len({c[0][1].shape for c in changed} | {changed[0][0][0].shape}) == SHAPE_GROUP + 1
+            for (before, after), *_ in changed:
+                assert replace(after, shape=before.shape) == before
+                assert not is_heldout_pair(after.colour, after.shape)
             kinds.add("shape")
     assert kinds == {"swap", "shape"}
     single = next(s for s in generate_specs(50, seed=9, split=Split.TRAIN) if len(s.objects) == 1)
-    twin = make_twin(single, rng)
-    assert twin is not None and twin.objects[0].shape != single.objects[0].shape
-    assert replace(twin.objects[0], shape=single.objects[0].shape) == single.objects[0]
+    twins = make_twins(single, rng)
+    assert len({t.objects[0].shape for t in twins} | {single.objects[0].shape}) == SHAPE_GROUP + 1
+    assert all(replace(t.objects[0], shape=single.objects[0].shape) == single.objects[0] for t in twins)
     first, second = spec.objects[0], spec.objects[1]
     query = binding_query(spec)
     assert query.endswith(

@@ -19,9 +19,7 @@ from crossmodal.train.loop import train  # noqa: E402
 TINY_ARCH = {
     "embed_dim": 32,
     "image_size": 32,
-    "patch_size": 8,
-    "vision_width": 64,
-    "vision_layers": 1,
+    "resnet_width": 8,
     "vision_head_width": 32,
     "text_width": 64,
     "text_layers": 1,
