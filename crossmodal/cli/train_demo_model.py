@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--arch",
         action="append",
         default=[],
-        metavar="KEY=INT",
+        metavar="KEY=VALUE",
         help="architecture override, e.g. resnet_width=24 or vision_kind=vit",
     )
     p.add_argument("--no-resume", action="store_true", help="start afresh even if a checkpoint exists")
