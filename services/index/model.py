@@ -157,6 +157,13 @@ def check_id(item_id: str) -> None:
         raise InvalidArgumentError(f"id is longer than {MAX_ID_BYTES} bytes")
 
 
+def normalise(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length in float32 (cosine is unchanged; i8 quantisation needs values in [-1, 1])."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return np.ascontiguousarray(vectors / norms, dtype=np.float32)
+
+
 def check_vector(vector: np.ndarray, dim: int, what: str = "vector") -> None:
     """Refuse vectors of the wrong dimension, with NaN or Inf, or with zero length."""
     if vector.ndim != 1 or vector.shape[0] == 0:
@@ -171,9 +178,7 @@ def check_vector(vector: np.ndarray, dim: int, what: str = "vector") -> None:
     # The shard normalises in float32: values whose squares overflow (|x| > ~1.8e19) or underflow
     # (|x| < ~1e-23) would become a zero, infinite or NaN vector there, and the graph would hold garbage.
     with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
-        as32 = vector.astype(np.float32)
-        unit = as32 / np.linalg.norm(as32, axis=-1, keepdims=True)
-        unit_norm = float(np.linalg.norm(unit.astype(np.float64)))
+        unit_norm = float(np.linalg.norm(normalise(vector).astype(np.float64)))
     if not abs(unit_norm - 1.0) < 1e-3:
         raise InvalidArgumentError(
             f"{what} cannot be scaled to unit length in float32 (length {norm:.3g}); send it normalised"

@@ -85,6 +85,7 @@ from services.index.model import (
     check_metadata,
     check_modality,
     check_vector,
+    normalise,
 )
 from services.index.store import SnapshotRecord, Store
 
@@ -112,13 +113,6 @@ _PARALLEL_ADD_MIN = 256
 _EXHAUSTIVE_SHARE = 0.25
 # No space left, or the user's quota spent: both clear up once space is freed, so both mean "disk full".
 _DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
-
-
-def _normalise(vectors: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (cosine is unchanged; i8 quantisation needs values in [-1, 1])."""
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
-    return np.ascontiguousarray(vectors / norms, dtype=np.float32)
 
 
 def _cosine(stored: np.ndarray, unit_query: np.ndarray) -> float:
@@ -229,7 +223,7 @@ class Shard:
 
     def _add(self, index: Index, keys: np.ndarray, vectors: np.ndarray) -> None:
         threads = self.settings.threads if len(keys) >= _PARALLEL_ADD_MIN else 1
-        index.add(keys, _normalise(vectors), threads=threads)
+        index.add(keys, normalise(vectors), threads=threads)
 
     def _recover(self) -> None:
         started = time.perf_counter()
@@ -490,7 +484,7 @@ class Shard:
                 f"shard {self.number} holds vectors of model {self._store.model_id!r}, not {query.model_id!r}"
             )
         check_vector(query.vector, self.dim, "query vector")
-        vector = _normalise(query.vector)
+        vector = normalise(query.vector)
         started = time.perf_counter()
         rerank = self.settings.dtype in _RERANKED_DTYPES
         inner = dataclasses.replace(query, k=query.k * _RERANK_FACTOR) if rerank else query
