@@ -183,6 +183,16 @@ class IngestJournal:
         self.close()
 
 
+# Channel options that reach a peer restarted after a crash within a second, not after gRPC's default
+# backoff of up to two minutes; a dead one costs only a refused connect per attempt. The SDK's channel to
+# the gateway and the gateway's channels to encoders and shards use them.
+RECONNECT_OPTIONS: list[tuple[str, int | str]] = [
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
+
+
 def _code(number: int) -> grpc.StatusCode:
     return next((s for s in grpc.StatusCode if s.value[0] == number), grpc.StatusCode.UNKNOWN)
 
@@ -215,11 +225,7 @@ class Client:
         options = [
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
-            # A gateway restarted after a crash is reached again within a second, not after gRPC's
-            # default backoff of up to two minutes.
-            ("grpc.initial_reconnect_backoff_ms", 200),
-            ("grpc.min_reconnect_backoff_ms", 200),
-            ("grpc.max_reconnect_backoff_ms", 1000),
+            *RECONNECT_OPTIONS,
         ]
         if tls or root_certificates is not None:
             credentials = grpc.ssl_channel_credentials(root_certificates, client_key, client_cert)

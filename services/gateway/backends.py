@@ -21,6 +21,7 @@ from typing import TypeVar
 
 import grpc
 
+from crossmodal.client import RECONNECT_OPTIONS
 from crossmodal.v1 import encoder_pb2, encoder_pb2_grpc, index_pb2_grpc
 from services.common.channels import open_channel
 from services.common.config import TLSConfig
@@ -41,13 +42,6 @@ RETRYABLE = frozenset(
 )
 # A replica that failed is tried last for this long, so traffic leaves it without being starved forever.
 _PENALTY_SECONDS = 5.0
-# Reconnect quickly to a backend that went away: a crashed process restarted on its address is back
-# within a second of serving, and a dead one costs only a refused local connect per attempt.
-RECONNECT_OPTIONS: list[tuple[str, int | str]] = [
-    ("grpc.initial_reconnect_backoff_ms", 200),
-    ("grpc.min_reconnect_backoff_ms", 200),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-]
 
 
 class BackendError(Exception):
