@@ -22,6 +22,8 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BUNDLE = REPO_ROOT / "models" / "default"
+# Text encoders after the first take metrics ports base+3 ... base+8; the shards' start at base+10.
+MAX_TEXT_ENCODERS = 7
 
 
 class ClusterError(RuntimeError):
@@ -157,8 +159,8 @@ class LocalCluster:
         spec = self.spec
         if not (spec.bundle / "model.json").is_file():
             raise ClusterError(f"no model bundle at {spec.bundle} (model.json missing)")
-        if not 1 <= spec.text_encoders <= 7:
-            raise ClusterError(f"text_encoders must be 1-7, not {spec.text_encoders}")
+        if not 1 <= spec.text_encoders <= MAX_TEXT_ENCODERS:
+            raise ClusterError(f"text_encoders must be 1-{MAX_TEXT_ENCODERS}, not {spec.text_encoders}")
         mbase = spec.metrics_base_port
         encoder_env = {"CROSSMODAL_ENCODER_BUNDLE": str(spec.bundle), "CROSSMODAL_ENCODER_PRECISION": spec.precision}
         text_encoders = [

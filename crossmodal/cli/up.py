@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from crossmodal.cluster import DEFAULT_BUNDLE, ClusterError, ClusterSpec, LocalCluster
+from crossmodal.cluster import DEFAULT_BUNDLE, MAX_TEXT_ENCODERS, ClusterError, ClusterSpec, LocalCluster
 
 
 def add_cluster_args(parser: argparse.ArgumentParser, data_dir: str) -> None:
@@ -31,8 +31,8 @@ def spec_from(args: argparse.Namespace) -> ClusterSpec:
     """The cluster the options describe."""
     if args.shards < 1 or args.replicas < 1:
         raise SystemExit("--shards and --replicas must be at least 1")
-    if not 1 <= args.text_encoders <= 7:
-        raise SystemExit("--text-encoders must be 1-7")
+    if not 1 <= args.text_encoders <= MAX_TEXT_ENCODERS:
+        raise SystemExit(f"--text-encoders must be 1-{MAX_TEXT_ENCODERS}")
     return ClusterSpec(
         data_dir=args.data_dir,
         shards=args.shards,

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import threading
-import urllib.request
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import grpc
 
 from crossmodal.client import Ack, Client, IngestJournal, Item
-from crossmodal.cluster import ClusterProcess, ClusterSpec, LocalCluster
-from tests.gateway.conftest import cluster_spec
+from crossmodal.cluster import ClusterSpec, LocalCluster
 from tests.support import wait_for
 
 # The gateway's CROSSMODAL_GATEWAY_MAX_BATCH: the most ids one Get may ask for.
@@ -25,8 +22,9 @@ def fault_spec(
     data_dir: Path, bundle: Path, *, shards: int = 2, text_encoders: int = 1, **gateway_env: str
 ) -> ClusterSpec:
     """A cluster of `shards` x 1 replica on free loopback ports, with `text_encoders` text encoders."""
-    spec = cluster_spec(data_dir, bundle, shards=shards, replicas=1, **gateway_env)
-    return dataclasses.replace(spec, text_encoders=text_encoders)
+    return ClusterSpec.on_free_ports(
+        data_dir, shards=shards, replicas=1, bundle=bundle, text_encoders=text_encoders, gateway_env=gateway_env
+    )
 
 
 def ingest_killing(
@@ -113,9 +111,3 @@ def assert_stored_once(client: Client, items: Iterable[Item]) -> None:
     assert returned == len(expected), f"Get returned {returned} items for {len(expected)} distinct ids"
     wrong = [i for i, meta in expected.items() if found.get(i) != meta]
     assert not wrong, f"{len(wrong)} items have other metadata, e.g. {wrong[0]}: {found.get(wrong[0])}"
-
-
-def metrics_of(process: ClusterProcess) -> str:
-    """The text of a cluster process's /metrics endpoint."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{process.metrics_port}/metrics", timeout=10) as response:
-        return str(response.read().decode())
