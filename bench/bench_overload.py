@@ -23,7 +23,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ from crossmodal.cluster import DEFAULT_BUNDLE, ClusterSpec, LocalCluster  # noqa
 from crossmodal.scenes import Split, gallery_items, render_scene  # noqa: E402
 from crossmodal.v1 import gateway_pb2, gateway_pb2_grpc, types_pb2  # noqa: E402
 from services.gateway.config import GatewayConfig  # noqa: E402
+from tests.support import metrics_text  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHED_PREFIX = "gateway at capacity"
@@ -105,7 +105,7 @@ def cpu_seconds(pid: int) -> float:
 
 def scrape(port: int, name: str) -> dict[str, float]:
     """Samples of one metric family from a /metrics endpoint, by their label string."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    text = metrics_text(port)
     pattern = re.compile(rf"^{re.escape(name)}(\{{[^}}]*\}})? (\S+)$")
     return {m.group(1) or "": float(m.group(2)) for m in map(pattern.match, text.splitlines()) if m}
 

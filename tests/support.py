@@ -86,8 +86,7 @@ class ServiceProcess:
 
     def metrics(self) -> str:
         """The text of its /metrics endpoint."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as resp:
-            return str(resp.read().decode())
+        return metrics_text(self.metrics_port)
 
     def terminate(self, timeout: float = 30.0) -> int:
         """Send SIGTERM and wait for the exit status."""
@@ -142,9 +141,15 @@ def up_command(data_dir: Path, bundle: Path, shards: int = 2, replicas: int = 1)
     ]
 
 
-def metric_value(metrics_text: str, name: str, **labels: str) -> float:
+def metrics_text(port: int) -> str:
+    """The text of the /metrics endpoint on a loopback `port`."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        return str(resp.read().decode())
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
     """The value of one sample in Prometheus text format (0 when absent)."""
-    for line in metrics_text.splitlines():
+    for line in text.splitlines():
         if not line.startswith(name + "{") and not line.startswith(name + " "):
             continue
         head, _, value = line.rpartition(" ")

@@ -12,13 +12,12 @@ from tests.faults.helpers import (
     assert_stored_once,
     fault_spec,
     ingest_killing,
-    metrics_of,
     stored,
     text_items,
     wait_whole,
 )
 from tests.reliability import record
-from tests.support import metric_value
+from tests.support import metric_value, metrics_text
 
 ITEMS = 3000
 
@@ -49,7 +48,8 @@ def test_a_killed_encoder_is_failed_over_to_the_other_address(tmp_path: Path, bu
         with Client(cluster.address) as client:
             assert_stored_once(client, first + second)
             assert client.stats().total_count == 2 * ITEMS
-        retries = metric_value(metrics_of(cluster.gateway), "crossmodal_gateway_encoder_retries_total", modality="text")
+        gateway_metrics = metrics_text(cluster.gateway.metrics_port)
+        retries = metric_value(gateway_metrics, "crossmodal_gateway_encoder_retries_total", modality="text")
         assert retries >= 2
         record(
             "faults",

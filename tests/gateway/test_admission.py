@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from crossmodal.client import Client, Item
 from crossmodal.cluster import LocalCluster
 from crossmodal.v1 import gateway_pb2, gateway_pb2_grpc, types_pb2
 from tests.gateway.conftest import cluster_spec
+from tests.support import metrics_text
 
 SEARCH_LIMIT = 2
 # Admitted searches are held this long by the test-only fault delay, so they still hold their slots
@@ -26,8 +26,8 @@ HOLD_MS = 5000
 def metric(cluster: LocalCluster, name: str, method: str) -> float:
     """The value of one gateway metric sample labelled with `method` (0 when absent)."""
     assert cluster.gateway is not None
-    text = urllib.request.urlopen(f"http://127.0.0.1:{cluster.gateway.metrics_port}/metrics", timeout=10).read()
-    found = re.search(rf'^{name}\{{method="{method}"\}} (\S+)$', text.decode(), re.MULTILINE)
+    text = metrics_text(cluster.gateway.metrics_port)
+    found = re.search(rf'^{name}\{{method="{method}"\}} (\S+)$', text, re.MULTILINE)
     return float(found.group(1)) if found else 0.0
 
 
