@@ -41,7 +41,7 @@ def swap_positions(spec: SceneSpec) -> SceneSpec:
     return replace(spec, objects=moved + spec.objects[2:])
 
 
-def change_shape(spec: SceneSpec, rng: np.random.Generator, count: int = 1) -> list[SceneSpec]:
+def change_shape(spec: SceneSpec, rng: np.random.Generator, count: int) -> list[SceneSpec]:
     """Return `count` copies of the scene with one object drawn as other shapes (pairs training allows)."""
     i = int(rng.integers(len(spec.objects)))
     obj = spec.objects[i]

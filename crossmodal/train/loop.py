@@ -25,6 +25,8 @@ from crossmodal.train.model import DemoArchitecture, build_model
 from crossmodal.train.vocab import build_demo_tokenizer
 
 CHECKPOINT = "checkpoint.pt"
+# CLIP's cap on the similarity scale (the learned temperature's inverse).
+MAX_LOGIT_SCALE = 100.0
 TOKENIZER = "tokenizer.json"
 
 
@@ -126,8 +128,8 @@ def train(
     in slices; a later call with the same config carries on exactly where it stopped.
     """
     started = time.monotonic()
-    if not 0 < cfg.logit_scale_init <= 100:
-        raise ValueError(f"logit_scale_init must be in (0, 100], not {cfg.logit_scale_init}")
+    if not 0 < cfg.logit_scale_init <= MAX_LOGIT_SCALE:
+        raise ValueError(f"logit_scale_init must be in (0, {MAX_LOGIT_SCALE:g}], not {cfg.logit_scale_init}")
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -181,7 +183,7 @@ def train(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         with torch.no_grad():
-            model.logit_scale.clamp_(0, math.log(100))
+            model.logit_scale.clamp_(0, math.log(MAX_LOGIT_SCALE))
         losses.append(round(float(loss.item()), 5))
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", lr=f"{_lr_at(step, cfg):.1e}", refresh=False)
