@@ -7,15 +7,28 @@ import subprocess
 import sys
 from pathlib import Path
 
+from services.common.channels import KEEPALIVE_TIME_MS, channel_options, server_options
+
 ROOT = Path(__file__).resolve().parents[2]
-# Clients ping every 20 s; a server on gRPC's default policy sends GOAWAY after the third ping that
-# comes sooner than 5 minutes after the last (about 60 s), so 65 s idle shows the difference.
-IDLE_SECONDS = 65
+# The probe runs the real options with the ping intervals divided by 10: clients ping every 2 s, our
+# servers accept one per second, gRPC's default wants 5 minutes and sends GOAWAY after its
+# third early ping (about 6 s); 20 s idle is ten client pings, far past that even on a busy machine.
+FACTOR = 10
+IDLE_SECONDS = 20
+
+
+def test_servers_accept_pings_at_the_clients_keepalive_rate() -> None:
+    client = dict(channel_options(1 << 20))
+    server = dict(server_options(1 << 20))
+    assert client["grpc.keepalive_time_ms"] == KEEPALIVE_TIME_MS
+    assert client["grpc.keepalive_permit_without_calls"] == 1 and client["grpc.http2.max_pings_without_data"] == 0
+    # Half the client's interval leaves room for timer jitter on a loaded node.
+    assert server["grpc.http2.min_ping_interval_without_data_ms"] * 2 <= client["grpc.keepalive_time_ms"]
 
 
 def test_idle_channels_are_not_sent_away_for_pinging() -> None:
     run = subprocess.run(
-        [sys.executable, "-m", "tests.common.keepalive_probe", str(IDLE_SECONDS)],
+        [sys.executable, "-m", "tests.common.keepalive_probe", str(IDLE_SECONDS), str(FACTOR)],
         cwd=ROOT,
         capture_output=True,
         text=True,
