@@ -25,7 +25,7 @@ from crossmodal import __version__
 from services.common.channels import server_options
 from services.common.config import ServerConfig
 from services.common.interceptors import FaultInjectionInterceptor, ObservabilityInterceptor
-from services.common.logging import configure_logging
+from services.common.logs import configure_logging
 from services.common.metrics import BUILD_INFO, start_metrics_server
 
 log = structlog.get_logger("server")

@@ -36,8 +36,3 @@ def _add_service(service: str) -> Any:
         return event
 
     return processor
-
-
-def get_logger(name: str | None = None) -> Any:
-    """Return a structlog logger, optionally named."""
-    return structlog.get_logger(name) if name else structlog.get_logger()
