@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from crossmodal.bundle import MANIFEST_FILE, ModelBundle, decode_image, preprocess_image  # noqa: E402
 from crossmodal.v1 import encoder_pb2, encoder_pb2_grpc  # noqa: E402
-from services.common.encoder import PROVIDER_ALIASES  # noqa: E402
+from services.encoder.config import PROVIDER_ALIASES  # noqa: E402
 from tests.support import ServiceProcess, metric_value  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"

@@ -45,22 +45,6 @@ class EncodeResponse(_message.Message):
     results: _containers.RepeatedCompositeFieldContainer[EncodeResult]
     def __init__(self, model_id: _Optional[str] = ..., dim: _Optional[int] = ..., results: _Optional[_Iterable[_Union[EncodeResult, _Mapping]]] = ...) -> None: ...
 
-class EncodeStreamRequest(_message.Message):
-    __slots__ = ("items",)
-    ITEMS_FIELD_NUMBER: _ClassVar[int]
-    items: _containers.RepeatedCompositeFieldContainer[EncodeItem]
-    def __init__(self, items: _Optional[_Iterable[_Union[EncodeItem, _Mapping]]] = ...) -> None: ...
-
-class EncodeStreamResponse(_message.Message):
-    __slots__ = ("model_id", "dim", "results")
-    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
-    DIM_FIELD_NUMBER: _ClassVar[int]
-    RESULTS_FIELD_NUMBER: _ClassVar[int]
-    model_id: str
-    dim: int
-    results: _containers.RepeatedCompositeFieldContainer[EncodeResult]
-    def __init__(self, model_id: _Optional[str] = ..., dim: _Optional[int] = ..., results: _Optional[_Iterable[_Union[EncodeResult, _Mapping]]] = ...) -> None: ...
-
 class GetModelInfoRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -40,11 +40,6 @@ class EncoderServiceStub:
                 request_serializer=crossmodal_dot_v1_dot_encoder__pb2.EncodeRequest.SerializeToString,
                 response_deserializer=crossmodal_dot_v1_dot_encoder__pb2.EncodeResponse.FromString,
                 _registered_method=True)
-        self.EncodeStream = channel.stream_stream(
-                '/crossmodal.v1.EncoderService/EncodeStream',
-                request_serializer=crossmodal_dot_v1_dot_encoder__pb2.EncodeStreamRequest.SerializeToString,
-                response_deserializer=crossmodal_dot_v1_dot_encoder__pb2.EncodeStreamResponse.FromString,
-                _registered_method=True)
         self.GetModelInfo = channel.unary_unary(
                 '/crossmodal.v1.EncoderService/GetModelInfo',
                 request_serializer=crossmodal_dot_v1_dot_encoder__pb2.GetModelInfoRequest.SerializeToString,
@@ -58,13 +53,6 @@ class EncoderServiceServicer:
 
     def Encode(self, request, context):
         """Encode a batch of items in one call; each item gets its own status.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def EncodeStream(self, request_iterator, context):
-        """Encode a stream of item chunks; one response chunk per request chunk, in order.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -84,11 +72,6 @@ def add_EncoderServiceServicer_to_server(servicer, server):
                     servicer.Encode,
                     request_deserializer=crossmodal_dot_v1_dot_encoder__pb2.EncodeRequest.FromString,
                     response_serializer=crossmodal_dot_v1_dot_encoder__pb2.EncodeResponse.SerializeToString,
-            ),
-            'EncodeStream': grpc.stream_stream_rpc_method_handler(
-                    servicer.EncodeStream,
-                    request_deserializer=crossmodal_dot_v1_dot_encoder__pb2.EncodeStreamRequest.FromString,
-                    response_serializer=crossmodal_dot_v1_dot_encoder__pb2.EncodeStreamResponse.SerializeToString,
             ),
             'GetModelInfo': grpc.unary_unary_rpc_method_handler(
                     servicer.GetModelInfo,
@@ -124,33 +107,6 @@ class EncoderService:
             '/crossmodal.v1.EncoderService/Encode',
             crossmodal_dot_v1_dot_encoder__pb2.EncodeRequest.SerializeToString,
             crossmodal_dot_v1_dot_encoder__pb2.EncodeResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def EncodeStream(request_iterator,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.stream_stream(
-            request_iterator,
-            target,
-            '/crossmodal.v1.EncoderService/EncodeStream',
-            crossmodal_dot_v1_dot_encoder__pb2.EncodeStreamRequest.SerializeToString,
-            crossmodal_dot_v1_dot_encoder__pb2.EncodeStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

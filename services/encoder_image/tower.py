@@ -1,17 +1,18 @@
-"""The image half of the encoder: size checks, safe decoding, CLIP preprocessing and the image tower."""
+"""The image tower: the contract's size limit, safe decoding, CLIP preprocessing and the bundle's image model."""
 
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import structlog
 from PIL import Image
 
 from crossmodal.bundle import ImageInputError, ModelBundle, decode_image, preprocess_image
-from crossmodal.v1 import encoder_pb2
-from services.common.encoder import Prepared
+from services.encoder.config import EncoderConfig
+from services.encoder.engine import Prepared
+from services.encoder.errors import InvalidItemError
 
 log = structlog.get_logger("encoder_image")
 
@@ -29,43 +30,34 @@ def _warmup_images() -> list[bytes]:
 class ImageTower:
     """Checks, decodes and preprocesses images, and runs the bundle's image tower."""
 
-    name = "image"
-    content_field = "image"
     # One image per pool task, so that the images of one request decode in parallel.
     preprocess_chunk = 1
 
-    def __init__(self, bundle: ModelBundle, max_bytes: int, max_pixels: int) -> None:
+    def __init__(self, bundle: ModelBundle, config: EncoderConfig) -> None:
         self._bundle = bundle
         self._cfg = bundle.image_config
-        self._max_bytes = max_bytes
-        self._max_pixels = max_pixels
+        self._limits = config.limits
+        self._max_pixels = config.max_image_pixels
         # Pillow's own bomb guard is a process-wide default of ~89 M pixels; ours is configured
         # and checked first, so make Pillow's agree instead of refusing images we accept.
-        Image.MAX_IMAGE_PIXELS = max_pixels
+        Image.MAX_IMAGE_PIXELS = self._max_pixels
 
-    def check(self, content: bytes) -> str | None:
-        """Reject empty and oversized inputs before they reach the worker pool."""
-        if not content:
-            return "the image is empty (0 bytes); send the encoded file's bytes"
-        if len(content) > self._max_bytes:
-            return (
-                f"the image is {len(content)} bytes, over the limit of {self._max_bytes} bytes "
-                "(CROSSMODAL_ENCODER_MAX_IMAGE_BYTES); send a smaller or more compressed file"
-            )
-        return None
+    def check(self, content: bytes) -> None:
+        """Refuse empty images and images over CROSSMODAL_MAX_IMAGE_BYTES (`LimitError`) before the pool."""
+        self._limits.check_image(content)
 
-    def prepare(self, contents: Sequence[bytes]) -> list[Prepared | str]:
+    def prepare(self, contents: Sequence[bytes]) -> list[Prepared | InvalidItemError]:
         """Decode each image within the limits and preprocess it as the model was trained."""
-        out: list[Prepared | str] = []
+        out: list[Prepared | InvalidItemError] = []
         for data in contents:
             try:
-                img = decode_image(data, max_bytes=self._max_bytes, max_pixels=self._max_pixels)
+                img = decode_image(data, max_bytes=self._limits.max_image_bytes, max_pixels=self._max_pixels)
                 out.append(Prepared(preprocess_image(img, self._cfg)))
             except ImageInputError as exc:
-                out.append(exc.reason)
+                out.append(InvalidItemError(exc.reason))
             except Exception as exc:  # hostile files reach odd corners of the decoders; never fail the batch
                 log.warning("image decoding failed unexpectedly", error=repr(exc))
-                out.append(f"the image cannot be decoded ({type(exc).__name__}: {exc})")
+                out.append(InvalidItemError(f"the image cannot be decoded ({type(exc).__name__}: {exc})"))
         return out
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
@@ -76,6 +68,6 @@ class ImageTower:
         """A JPEG and a PNG, to load the decoders before the first request."""
         return _warmup_images()
 
-    def describe(self, info: encoder_pb2.GetModelInfoResponse) -> None:
-        """Report the input image size."""
-        info.image_size = self._cfg.height
+    def describe(self) -> Mapping[str, int]:
+        """The square input size, in pixels."""
+        return {"image_size": self._cfg.height}

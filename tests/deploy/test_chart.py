@@ -58,15 +58,14 @@ API_KEYS = ["key-one", "key-two"]
 
 
 def _config_classes() -> dict[str, type]:
-    from services.encoder_image.config import EncoderImageConfig
-    from services.encoder_text.config import EncoderTextConfig
+    from services.encoder.config import EncoderServiceConfig
     from services.gateway.config import GatewayConfig
     from services.index.config import IndexConfig
 
     return {
         "gateway": GatewayConfig,
-        "encoder-text": EncoderTextConfig,
-        "encoder-image": EncoderImageConfig,
+        "encoder-text": EncoderServiceConfig,
+        "encoder-image": EncoderServiceConfig,
         "index": IndexConfig,
     }
 

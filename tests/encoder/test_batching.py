@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Sequence
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.common.batching import BatcherClosedError, DynamicBatcher, QueueFullError
+from services.encoder.batching import BatcherClosedError, DynamicBatcher, QueueFullError
 
 # Long enough that a batch never goes out on time in these tests: only a full batch, or items
 # that waited their turn behind a running batch, make one.
@@ -32,20 +33,35 @@ class Recorder:
 
 
 class Observed:
-    """A BatchObserver that keeps what it is told."""
+    """A BatchObserver that only keeps what it is told.
+
+    It must not assert: the batcher logs and swallows whatever its observer raises, so a failed
+    assertion in here would never fail a test. The tests check what it kept instead.
+    """
 
     def __init__(self) -> None:
         self.depths: list[int] = []
-        self.sizes: list[int] = []
+        self.batches: list[tuple[int, float, list[float]]] = []
+
+    @property
+    def sizes(self) -> list[int]:
+        """The size of every batch observed."""
+        return [size for size, _, _ in self.batches]
 
     def queue_depth(self, items: int) -> None:
         """Keep the depth."""
         self.depths.append(items)
 
     def batch_done(self, size: int, seconds: float, waited: Sequence[float]) -> None:
-        """Keep the batch size."""
-        assert seconds >= 0 and len(waited) == size
-        self.sizes.append(size)
+        """Keep the batch's size, duration and each item's wait."""
+        self.batches.append((size, seconds, list(waited)))
+
+    def check_batches(self) -> None:
+        """Every batch took a non-negative time and reported one non-negative wait per item."""
+        assert self.batches
+        for size, seconds, waited in self.batches:
+            assert seconds >= 0
+            assert len(waited) == size and all(w >= 0 for w in waited)
 
 
 async def submit(batcher: DynamicBatcher[int, int], items: list[int]) -> list[int | BaseException]:
@@ -68,6 +84,7 @@ def test_concurrent_callers_share_one_batch() -> None:
     assert asyncio.run(main()) == [[0], [2], [4], [6]]
     assert run.batches == [[0, 1, 2, 3]]
     assert observed.sizes == [4]
+    observed.check_batches()
     assert observed.depths[-1] == 0 and max(observed.depths) == 4
 
 
@@ -200,6 +217,8 @@ def test_a_cancelled_caller_withdraws_its_items() -> None:
 
     asyncio.run(main())
     assert run.batches == [[7, 8, 9, 10]]
+    assert observed.sizes == [4]
+    observed.check_batches()
 
 
 def test_close_fails_waiting_items_and_refuses_new_ones() -> None:
@@ -215,6 +234,58 @@ def test_close_fails_waiting_items_and_refuses_new_ones() -> None:
         assert isinstance(out[0], BatcherClosedError)
         with pytest.raises(BatcherClosedError):
             batcher.admit(1)
+
+    asyncio.run(main())
+
+
+def test_close_waits_for_a_running_batch_without_stopping_the_event_loop() -> None:
+    started, release = threading.Event(), threading.Event()
+
+    def slow(items: list[int]) -> list[int]:
+        started.set()
+        release.wait(30)
+        return items
+
+    # Releases the batch if the event loop is stuck, so that a regression fails instead of hanging.
+    rescue = threading.Timer(3.0, release.set)
+
+    async def main() -> tuple[float, bool, list[int | BaseException]]:
+        batcher = DynamicBatcher(slow, max_batch=1, max_wait_s=0.0, queue_size=4)
+        batcher.start()
+        running = asyncio.create_task(submit(batcher, [1]))
+        await asyncio.to_thread(started.wait, 30)
+        closing = asyncio.create_task(batcher.close())
+        rescue.start()
+        # The loop must keep turning while close() waits for the batch thread.
+        ticks, longest, last = 0, 0.0, time.monotonic()
+        while ticks < 20:
+            await asyncio.sleep(0.01)
+            now = time.monotonic()
+            longest, last, ticks = max(longest, now - last), now, ticks + 1
+        closed_early = closing.done()
+        release.set()
+        await asyncio.wait_for(closing, 30)
+        return longest, closed_early, await running
+
+    try:
+        longest, closed_early, out = asyncio.run(main())
+    finally:
+        rescue.cancel()
+    assert longest < 1.0, f"the event loop stood still for {longest:.2f} s while the batcher closed"
+    assert not closed_early, "close() returned while the batch thread was still running"
+    assert isinstance(out[0], BatcherClosedError)
+
+
+def test_items_submitted_after_close_fail_as_closed() -> None:
+    async def main() -> None:
+        batcher = DynamicBatcher(Recorder(), max_batch=4, max_wait_s=FOREVER, queue_size=4)
+        batcher.start()
+        # Admitted before the close, submitted after it: as an item whose preprocessing outlived the batcher.
+        admission = batcher.admit(2)
+        await batcher.close()
+        with pytest.raises(BatcherClosedError):
+            await admission.submit([1, 2])
+        assert batcher.queued == 0
 
     asyncio.run(main())
 

@@ -1,4 +1,4 @@
-"""Encoder start-up: configuration checks, truthful readiness, and the thin __main__."""
+"""Encoder life cycle: config checks, truthful readiness, the thin __main__, a stop that keeps the loop serving."""
 
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -16,27 +20,31 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from crossmodal.bundle import MANIFEST_FILE, ModelBundle
-from crossmodal.v1 import encoder_pb2, encoder_pb2_grpc
+from crossmodal.v1 import encoder_pb2, encoder_pb2_grpc, types_pb2
 from services.common.config import ConfigError, load_config
-from services.common.encoder import resolve_bundle_path
 from services.common.server import start_server
-from services.encoder_image.config import EncoderImageConfig
-from services.encoder_image.service import EncoderImageService
-from services.encoder_text.config import EncoderTextConfig
-from services.encoder_text.service import EncoderTextService
+from services.encoder.config import EncoderConfig, EncoderServiceConfig, resolve_bundle_path
+from services.encoder.engine import Encoded, Prepared, Tower
+from services.encoder.errors import EncoderNotReadyError, InvalidItemError
+from services.encoder.service import EncoderService
+from services.encoder_image.__main__ import build as build_image
+from services.encoder_text.__main__ import build as build_text
+from services.encoder_text.tower import TextTower
 from tests.encoder.helpers import base_env
 from tests.support import ROOT
 
+UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
 
-def text_config(bundle_dir: Path, **extra: str) -> EncoderTextConfig:
-    """The encoder_text configuration of the test servers, on a free loopback port."""
+
+def text_config(bundle_dir: Path, **extra: str) -> EncoderServiceConfig:
+    """The encoder configuration of the test servers, on a free loopback port."""
     env = {**base_env(bundle_dir, **extra), "CROSSMODAL_HOST": "127.0.0.1", "CROSSMODAL_PORT": "0"}
-    return load_config(EncoderTextConfig, env)
+    return load_config(EncoderServiceConfig, env)
 
 
 def test_health_is_not_serving_and_calls_unavailable_until_the_model_is_warm(bundle_dir: Path) -> None:
     config = text_config(bundle_dir)
-    service = EncoderTextService(config)
+    service = build_text(config)
 
     async def main() -> None:
         running = await start_server(service, config.server)
@@ -50,7 +58,8 @@ def test_health_is_not_serving_and_calls_unavailable_until_the_model_is_warm(bun
                 await encoder.Encode(request)
             assert info.value.code() == grpc.StatusCode.UNAVAILABLE
             assert "still loading" in (info.value.details() or "")
-            assert not service.engine.ready
+            with pytest.raises(EncoderNotReadyError):
+                service.engine.model()
 
             await service.start()
             await running.set_serving(True)
@@ -66,7 +75,7 @@ def test_health_is_not_serving_and_calls_unavailable_until_the_model_is_warm(bun
 
 def test_a_missing_bundle_is_a_configuration_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
-        EncoderTextService(text_config(tmp_path / "nowhere"))
+        build_text(text_config(tmp_path / "nowhere"))
     assert str(info.value).startswith("CROSSMODAL_ENCODER_BUNDLE: no model bundle directory")
 
 
@@ -80,7 +89,7 @@ def test_a_precision_the_bundle_lacks_is_a_configuration_error(bundle_dir: Path,
     (partial / MANIFEST_FILE).unlink()
     (partial / MANIFEST_FILE).write_text(json.dumps(manifest))
     with pytest.raises(ConfigError) as info:
-        EncoderImageService(load_config(EncoderImageConfig, base_env(partial, precision="int8")))
+        build_image(load_config(EncoderServiceConfig, base_env(partial, precision="int8")))
     assert str(info.value).startswith("CROSSMODAL_ENCODER_PRECISION:")
     assert "no int8 variant" in str(info.value)
 
@@ -88,7 +97,7 @@ def test_a_precision_the_bundle_lacks_is_a_configuration_error(bundle_dir: Path,
 @pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="CUDA is available here")
 def test_a_provider_that_is_not_installed_is_a_configuration_error(bundle_dir: Path) -> None:
     with pytest.raises(ConfigError) as info:
-        EncoderTextService(text_config(bundle_dir, providers="cuda,cpu"))
+        build_text(text_config(bundle_dir, providers="cuda,cpu"))
     assert str(info.value).startswith("CROSSMODAL_ENCODER_PROVIDERS:")
     assert "CUDAExecutionProvider" in str(info.value)
 
@@ -142,17 +151,123 @@ def test_the_process_exits_2_naming_the_variable(tmp_path: Path) -> None:
 
 
 def test_the_configured_precision_is_served(bundle_dir: Path) -> None:
-    service = EncoderTextService(text_config(bundle_dir, precision="int8"))
+    service = build_text(text_config(bundle_dir, precision="int8"))
     int8 = ModelBundle.open(bundle_dir, precision="int8", providers=["CPUExecutionProvider"], towers=("text",))
 
-    async def main() -> list[encoder_pb2.EncodeResult]:
+    async def main() -> list[Encoded | Exception]:
         await service.start()
         try:
-            return await service.engine.encode([encoder_pb2.EncodeItem(key="q", text="a green star")])
+            return await service.engine.encode(["a green star"])
         finally:
             await service.stop()
 
     (result,) = asyncio.run(main())
+    assert isinstance(result, Encoded), result
     assert service.engine.bundle is not None and service.engine.bundle.precision == "int8"
     # Alone in its batch, as here: int8 activations are quantised per batch, so company would change it.
     np.testing.assert_allclose([result.vector], int8.encode_texts(["a green star"]), atol=2e-5)
+
+
+def test_the_contract_limits_are_read_from_the_shared_variables(bundle_dir: Path) -> None:
+    config = text_config(bundle_dir)
+    assert (config.encoder.limits.max_text_chars, config.encoder.limits.max_image_bytes) == (300, 200_000)
+    assert config.encoder.max_image_pixels == 1_000_000
+
+
+class GatedTower:
+    """A real tower whose `stage` ("prepare" or "infer"), once armed, waits for a gate: slow work in flight."""
+
+    def __init__(self, inner: Tower, stage: str, armed: threading.Event, gate: threading.Event) -> None:
+        self._inner = inner
+        self._stage = stage
+        self._armed = armed
+        self._gate = gate
+        self.entered = threading.Event()
+        self.preprocess_chunk = inner.preprocess_chunk
+
+    def _wait(self, stage: str) -> None:
+        if stage == self._stage and self._armed.is_set():
+            self.entered.set()
+            self._gate.wait(30)
+
+    def check(self, content: Any) -> None:
+        """The real tower's checks."""
+        self._inner.check(content)
+
+    def prepare(self, contents: Sequence[Any]) -> list[Prepared | InvalidItemError]:
+        """The real preprocessing, after the gate when gated."""
+        self._wait("prepare")
+        return self._inner.prepare(contents)
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """The real inference, after the gate when gated."""
+        self._wait("infer")
+        return self._inner.infer(batch)
+
+    def warmup_contents(self) -> list[Any]:
+        """The real tower's warm-up inputs."""
+        return self._inner.warmup_contents()
+
+    def describe(self) -> Mapping[str, int]:
+        """The real tower's description."""
+        return self._inner.describe()
+
+
+@pytest.mark.parametrize("stage", ["prepare", "infer"])
+def test_stopping_with_work_in_flight_keeps_the_event_loop_serving(bundle_dir: Path, stage: str) -> None:
+    config = text_config(bundle_dir)
+    armed, gate = threading.Event(), threading.Event()
+    towers: list[GatedTower] = []
+
+    def make_tower(bundle: ModelBundle, cfg: EncoderConfig) -> GatedTower:
+        towers.append(GatedTower(TextTower(bundle, cfg), stage, armed, gate))
+        return towers[-1]
+
+    service = EncoderService(config, "text", types_pb2.MODALITY_TEXT, make_tower)
+    # Opens the gate if the event loop is stuck, so that a regression fails instead of hanging.
+    rescue = threading.Timer(5.0, gate.set)
+
+    async def main() -> tuple[float, bool, tuple[int, str]]:
+        running = await start_server(service, config.server)
+        try:
+            await service.start()
+            await running.set_serving(True)
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+                health = health_pb2_grpc.HealthStub(channel)
+                encoder = encoder_pb2_grpc.EncoderServiceStub(channel)
+                armed.set()
+                request = encoder_pb2.EncodeRequest(items=[encoder_pb2.EncodeItem(key="k", text="in flight")])
+                call = asyncio.ensure_future(encoder.Encode(request, timeout=60))
+                await asyncio.to_thread(towers[0].entered.wait, 30)
+                stopping = asyncio.create_task(service.stop())
+                rescue.start()
+                asked = time.monotonic()
+                await health.Check(health_pb2.HealthCheckRequest(), timeout=30)
+                answered_after = time.monotonic() - asked
+                stopped_early = stopping.done()
+                gate.set()
+                await asyncio.wait_for(stopping, 30)
+                return answered_after, stopped_early, await outcome(call)
+        finally:
+            gate.set()
+            await running.drain(1)
+
+    try:
+        answered_after, stopped_early, (code, message) = asyncio.run(main())
+    finally:
+        rescue.cancel()
+    assert answered_after < 2.0, f"a health check waited {answered_after:.2f} s while the encoder stopped"
+    assert not stopped_early, "stop() returned while the tower was still working"
+    # The item in flight is refused as by a stopping server, which a client retries elsewhere: the
+    # whole call when preprocessing outlived the batcher, the item when its batch was cut short.
+    assert (code, message) == (UNAVAILABLE, "the encoder is shutting down")
+
+
+async def outcome(call: asyncio.Future[encoder_pb2.EncodeResponse]) -> tuple[int, str]:
+    """The status of a one-item Encode call: the call's when it failed, else the item's."""
+    try:
+        response = await call
+    except grpc.aio.AioRpcError as exc:
+        return exc.code().value[0], exc.details() or ""
+    (result,) = response.results
+    return result.status.code, result.status.message

@@ -7,8 +7,7 @@ six waiting items hold six of the eight queue slots until they are withdrawn.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -16,7 +15,6 @@ import numpy as np
 import pytest
 
 from crossmodal.bundle import ModelBundle
-from crossmodal.v1 import encoder_pb2
 from tests.encoder.helpers import SERVING, base_env, health_status, stub, texts
 from tests.support import ServiceProcess, metric_value, wait_for
 
@@ -86,26 +84,3 @@ def test_a_full_queue_answers_resource_exhausted_and_recovers(patient_server: Se
     response = client.Encode(texts(*[f"after {i}" for i in range(QUEUE_SIZE)]), timeout=60)
     assert all(r.status.code == 0 for r in response.results)
     assert health_status(patient_server) == SERVING
-
-
-def test_a_stream_chunk_that_finds_the_queue_full_fails_per_item(patient_server: ServiceProcess) -> None:
-    client = stub(patient_server)
-    holder = client.Encode.future(texts(*["waiting"] * 6), timeout=60)
-    wait_for(lambda: queue_depth(patient_server) == 6, 30, "six items waiting in the queue")
-    room = threading.Event()
-
-    def requests() -> Iterator[encoder_pb2.EncodeStreamRequest]:
-        yield encoder_pb2.EncodeStreamRequest(items=texts("a", "b", "c").items)
-        room.wait(60)
-        yield encoder_pb2.EncodeStreamRequest(items=texts(*[f"later {i}" for i in range(QUEUE_SIZE)]).items)
-
-    call = client.EncodeStream(requests(), timeout=60)
-    first = next(call)
-    assert [r.status.code for r in first.results] == [RESOURCE_EXHAUSTED] * 3
-    assert "queue is full" in first.results[0].status.message
-    holder.cancel()
-    wait_for(lambda: queue_depth(patient_server) == 0, 30, "the cancelled items to leave the queue")
-    room.set()
-    second = next(call)
-    assert all(r.status.code == 0 and len(r.vector) == second.dim for r in second.results)
-    assert list(call) == []

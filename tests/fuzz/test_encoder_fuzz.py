@@ -1,4 +1,4 @@
-"""Fuzz the internal EncoderService of both towers: Encode, EncodeStream and GetModelInfo."""
+"""Fuzz the internal EncoderService of both towers: Encode and GetModelInfo."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from crossmodal.v1 import encoder_pb2
 from tests.fuzz import catalog
 from tests.fuzz.catalog import INVALID, OK
-from tests.fuzz.harness import Env, call, call_stream, raw_stream, raw_unary, resources, run_case, varint
+from tests.fuzz.harness import Env, call, raw_unary, resources, run_case, varint
 from tests.fuzz.strategies import bomb_headers, image_bytes, short_strings, text_ok, texts
 
 MAX_ITEMS = 64  # CROSSMODAL_ENCODER_MAX_REQUEST_ITEMS
@@ -119,37 +119,6 @@ def test_decompression_bombs_refused_without_allocating(env: Env) -> None:
     assert grown < BOMB_HWM_SLACK_KIB, f"the image encoder's peak RSS grew by {grown} KiB while refusing bombs"
 
 
-def test_encode_stream(env: Env) -> None:
-    """Streams of chunks of every size, mixing good and bad items, on both towers."""
-    chunk = st.one_of(
-        st.lists(st.tuples(keys, _content(env.images)), min_size=1, max_size=3),
-        st.just([]),
-        st.just([("k", ("text", "x", "text"))] * (MAX_ITEMS + 1)),
-    )
-    cases = st.tuples(st.sampled_from(["text", "image"]), st.lists(chunk, min_size=0, max_size=4))
-
-    def body(case: tuple[str, list[list[Any]]]) -> None:
-        tower, chunks = case
-        requests = [encoder_pb2.EncodeStreamRequest(items=_request(c)) for c in chunks]
-        outcome = call_stream(f"encoder_{tower}.EncodeStream", env.encoder(tower).EncodeStream, requests)
-        catalog.check_call(f"encoder_{tower}", "EncodeStream", "chunks", outcome.code, outcome.message)
-        bad = next((n for n, c in enumerate(chunks) if not 1 <= len(c) <= MAX_ITEMS), None)
-        assert outcome.code == (OK if bad is None else INVALID), (outcome.code, outcome.message)
-        if outcome.code != OK:
-            return
-        assert len(outcome.response) == len(chunks)
-        for items, reply in zip(chunks, outcome.response, strict=True):
-            assert len(reply.results) == len(items)
-            for (key, (field, value, cls)), result in zip(items, reply.results, strict=True):
-                code = catalog.check_item(
-                    "encoder", "EncodeStream", "chunks", result.status.code, result.status.message
-                )
-                expected = _expected_item(tower, key, field, value, cls)
-                assert expected is None or code in expected or code == grpc.StatusCode.RESOURCE_EXHAUSTED
-
-    run_case(200, cases, body)
-
-
 def invalid_utf8_item(field: int) -> st.SearchStrategy[bytes]:
     """An EncodeItem with invalid UTF-8 in its key (1) or text (2), serialised by hand."""
     bad = st.one_of(
@@ -172,28 +141,20 @@ def test_encoder_raw_bytes(env: Env) -> None:
     item = st.one_of(invalid_utf8_item(1), invalid_utf8_item(2))
     bad_request = item.map(lambda body: varint((1 << 3) | 2) + varint(len(body)) + body)
     payload = st.one_of(st.binary(max_size=64), bad_request, bad_request)
-    cases = st.tuples(
-        st.sampled_from(["text", "image"]), st.sampled_from(["Encode", "EncodeStream", "GetModelInfo"]), payload
-    )
+    cases = st.tuples(st.sampled_from(["text", "image"]), st.sampled_from(["Encode", "GetModelInfo"]), payload)
 
     def body(case: tuple[str, str, bytes]) -> None:
         tower, method, data = case
         path = f"/crossmodal.v1.EncoderService/{method}"
         label = f"encoder_{tower}.{method}"
-        if method == "EncodeStream":
-            stream = raw_stream(env, tower, path, encoder_pb2.EncodeStreamResponse)
-            outcome = call_stream(label, stream, [data])
-        else:
-            response = encoder_pb2.EncodeResponse if method == "Encode" else encoder_pb2.GetModelInfoResponse
-            outcome = call(label, raw_unary(env, tower, path, response), data)
+        response = encoder_pb2.EncodeResponse if method == "Encode" else encoder_pb2.GetModelInfoResponse
+        outcome = call(label, raw_unary(env, tower, path, response), data)
         catalog.check_call(f"encoder_{tower}", method, "raw", outcome.code, outcome.message)
         if not _parses(method, data):
             assert outcome.code == INVALID, (method, data, outcome)
-        elif outcome.code == OK and method != "GetModelInfo":
-            replies = outcome.response if method == "EncodeStream" else [outcome.response]
-            for reply in replies:
-                for result in reply.results:
-                    catalog.check_item("encoder", method, "raw", result.status.code, result.status.message)
+        elif outcome.code == OK and method == "Encode":
+            for result in outcome.response.results:
+                catalog.check_item("encoder", method, "raw", result.status.code, result.status.message)
 
     run_case(600, cases, body)
 
@@ -201,7 +162,6 @@ def test_encoder_raw_bytes(env: Env) -> None:
 def _parses(method: str, data: bytes) -> bool:
     message = {
         "Encode": encoder_pb2.EncodeRequest,
-        "EncodeStream": encoder_pb2.EncodeStreamRequest,
         "GetModelInfo": encoder_pb2.GetModelInfoRequest,
     }[method]()
     try:

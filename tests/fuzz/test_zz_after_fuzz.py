@@ -163,9 +163,9 @@ def _record(total: int) -> None:
             "0 to 1,001 ids, empty/over-long/odd/duplicate ids, invalid UTF-8 and random bytes",
         ),
         (
-            "encoders Encode/EncodeStream/GetModelInfo",
+            "encoders Encode/GetModelInfo",
             "encoder",
-            ("Encode", "EncodeStream", "GetModelInfo"),
+            ("Encode", "GetModelInfo"),
             "texts and images as above on both towers, PNG/JPEG/GIF/BMP/WebP/TIFF headers announcing up to "
             "2^31 x 2^31 pixels, keys of every size, 0 to 65 items, invalid UTF-8 and random bytes",
         ),

@@ -149,7 +149,9 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
             entry = self._entries.popleft()
             if not entry.future.done():
                 entry.future.set_exception(BatcherClosedError("the encoder is shutting down"))
-        self._executor.shutdown(wait=True)
+        # A batch still running holds the batch thread until it returns; wait for it on another
+        # thread, so the event loop goes on serving (health checks, cancelled calls) meanwhile.
+        await asyncio.to_thread(self._executor.shutdown, wait=True)
 
     def admit(self, count: int) -> Admission[ItemT, ResultT]:
         """Reserve queue room for `count` items at once, or raise `QueueFullError` without waiting."""
@@ -177,13 +179,15 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
     async def _submit(self, items: Sequence[ItemT]) -> list[ResultT | BaseException]:
         if not items:
             return []
+        # Checked first: close() also forgets the worker, and items prepared while the batcher
+        # closed must fail as closed, not as a batcher that was never started.
+        if self._closed:
+            self._release(len(items))
+            raise BatcherClosedError("the encoder is shutting down")
         if self._worker is None or self._wake is None:
             raise RuntimeError("the batcher is not started")
         loop = asyncio.get_running_loop()
         entries = [_Entry[ItemT, ResultT](item, loop.create_future()) for item in items]
-        if self._closed:
-            self._release(len(entries))
-            raise BatcherClosedError("the encoder is shutting down")
         self._entries.extend(entries)
         # Waking the worker for every arrival would cost the event loop a wake-up per item; between
         # these two events it sleeps until the oldest item's deadline.
