@@ -29,8 +29,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from services.index.config import ShardSettings  # noqa: E402
-from services.index.model import MODALITY_IMAGE, MODALITY_TEXT, Item, SearchQuery, make_filter  # noqa: E402
+from services.index.config import PRECISIONS, ShardSettings  # noqa: E402
+from services.index.domain import MODALITY_IMAGE, MODALITY_TEXT, Item, SearchQuery, make_filter  # noqa: E402
 from services.index.shard import Shard  # noqa: E402
 
 K = 10
@@ -148,8 +148,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
 
     # --- raw add on the same first vectors, then FAISS on all -----------------------------
     raw_n = min(n, RAW_ADD_N)
-    metric = "ip" if args.dtype != "i8" else "cos"
-    raw = Index(ndim=dim, metric=metric, dtype=args.dtype, connectivity=m, expansion_add=ef_add)
+    raw = Index(ndim=dim, metric=settings.precision.metric, dtype=args.dtype, connectivity=m, expansion_add=ef_add)
     started = time.perf_counter()
     raw.add(np.arange(raw_n), data[:raw_n], threads=threads)
     out["add"]["usearch_raw_first_items_per_s"] = raw_n / (time.perf_counter() - started)
@@ -230,7 +229,6 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     # --- snapshot save and load -----------------------------------------------------------
     print("snapshot", flush=True)
     written = shard.snapshot()
-    assert written is not None
     (snapshot_file,) = list((workdir / "shard-0").glob("index-*.usearch"))
     out["snapshot"] = {"save_seconds": written[1], "bytes_per_vector": snapshot_file.stat().st_size / n}
     shard.close(snapshot=False)
@@ -238,7 +236,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     reopened = Shard(0, workdir / "shard-0", settings)
     out["snapshot"]["shard_open_seconds"] = time.perf_counter() - started
     reopened.close(snapshot=False)
-    loaded = Index(ndim=dim, metric=metric, dtype=args.dtype)
+    loaded = Index(ndim=dim, metric=settings.precision.metric, dtype=args.dtype)
     started = time.perf_counter()
     loaded.load(str(snapshot_file))
     out["snapshot"]["usearch_load_seconds"] = time.perf_counter() - started
@@ -332,7 +330,7 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=200_000, help="vectors to index")
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--queries", type=int, default=500)
-    parser.add_argument("--dtype", default="f32", choices=("f32", "f16", "i8"))
+    parser.add_argument("--dtype", default="f32", choices=tuple(PRECISIONS))
     parser.add_argument("--connectivity", type=int, default=16, help="M, for both libraries")
     parser.add_argument("--expansion-add", type=int, default=128, help="efConstruction, for both")
     parser.add_argument("--efs", default="16,32,64,128,256", help="expansion_search values to sweep")

@@ -107,7 +107,9 @@ class IndexServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CreateSnapshot(self, request, context):
-        """Write a USearch snapshot of a shard now, instead of waiting for the snapshot interval.
+        """Write a USearch snapshot of a shard now, instead of waiting for the snapshot interval. OK only once
+        one is written (a pending graph rebuild is done first); FAILED_PRECONDITION when the shard holds no
+        vectors yet (nothing to save), UNAVAILABLE when a failed graph update interrupted it (retry).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

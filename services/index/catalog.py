@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 
-from services.index.model import Entry, Filter
+from services.index.domain import Entry, Filter
 
 Posting = int | set[int]
 

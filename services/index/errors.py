@@ -8,7 +8,11 @@ class IndexServiceError(Exception):
 
 
 class InvalidArgumentError(IndexServiceError):
-    """The request itself is wrong (bad vector, K, id, filter or metadata)."""
+    """The request itself is wrong in a way the index alone checks (no model id, K of 0).
+
+    Breaking a limit of the contract (vector, id, filter, metadata, batch size) raises
+    services.common.limits.LimitError instead; both are INVALID_ARGUMENT.
+    """
 
 
 class PreconditionError(IndexServiceError):

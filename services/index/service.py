@@ -29,7 +29,7 @@ class IndexService:
         # Requests and maintenance get separate threads so that a long compaction never starves searches.
         self._executor = ThreadPoolExecutor(config.workers, thread_name_prefix="index-rpc")
         self._maintenance_executor = ThreadPoolExecutor(1, thread_name_prefix="index-maintenance")
-        self._servicer = IndexServicer(self.shards, config, self._executor)
+        self._servicer = IndexServicer(self.shards, config.limits, self._executor)
         self._tasks: list[asyncio.Task[None]] = []
 
     def register(self, server: grpc.aio.Server) -> Sequence[str]:
@@ -44,10 +44,9 @@ class IndexService:
     async def start(self) -> None:
         """Open every shard (load snapshot + replay, or rebuild), then start their maintenance loops."""
         loop = asyncio.get_running_loop()
-        settings = self.config.shard_settings()
         opened = await asyncio.gather(
             *(
-                loop.run_in_executor(self._executor, Shard, number, self.shard_directory(number), settings)
+                loop.run_in_executor(self._executor, Shard, number, self.shard_directory(number), self.config)
                 for number in self.config.shards
             ),
             return_exceptions=True,
@@ -85,7 +84,9 @@ class IndexService:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
-        # A maintenance pass already running on its thread finishes before the shards close.
-        await asyncio.get_running_loop().run_in_executor(None, self._maintenance_executor.shutdown, True)
+        # A maintenance pass already running on its thread finishes before the shards close. Waiting for
+        # threads happens on a thread of its own: the event loop keeps serving (health, other services,
+        # signals) while a call that outlived the drain finishes.
+        await asyncio.to_thread(self._maintenance_executor.shutdown, True)
         await self._close_shards(snapshot=True)
-        self._executor.shutdown(wait=True)
+        await asyncio.to_thread(self._executor.shutdown, True)

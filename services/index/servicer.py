@@ -2,7 +2,7 @@
 
 Every RPC converts its request and calls the shard on a worker thread (store commits fsync, USearch
 calls are native and long): the event loop only parses, dispatches and answers. Domain errors become
-status codes in `_STATUS_CODES` and nowhere else.
+status codes in `_STATUS_CODES` and nowhere else; the contract's limits are `services.common.limits`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import numpy as np
 import structlog
 
 from crossmodal.v1 import index_pb2, index_pb2_grpc, types_pb2
-from services.index.config import IndexConfig
+from services.common.limits import LimitError, Limits
+from services.index.domain import Hit, Item, SearchQuery, make_filter
 from services.index.errors import (
     IndexServiceError,
     InvalidArgumentError,
@@ -27,15 +28,18 @@ from services.index.errors import (
     StorageFullError,
     UnknownShardError,
 )
-from services.index.model import Hit, Item, SearchQuery, make_filter
 from services.index.shard import Shard
 
 log = structlog.get_logger("index.servicer")
 
 R = TypeVar("R")
 
-_STATUS_CODES: tuple[tuple[type[IndexServiceError], grpc.StatusCode], ...] = (
+# What a caller can act on: the index's own errors and the contract's limits.
+CallerError = IndexServiceError | LimitError
+
+_STATUS_CODES: tuple[tuple[type[CallerError], grpc.StatusCode], ...] = (
     (InvalidArgumentError, grpc.StatusCode.INVALID_ARGUMENT),
+    (LimitError, grpc.StatusCode.INVALID_ARGUMENT),
     (PreconditionError, grpc.StatusCode.FAILED_PRECONDITION),
     (UnknownShardError, grpc.StatusCode.NOT_FOUND),
     (ShardUnavailableError, grpc.StatusCode.UNAVAILABLE),
@@ -44,7 +48,7 @@ _STATUS_CODES: tuple[tuple[type[IndexServiceError], grpc.StatusCode], ...] = (
 )
 
 
-def status_code_for(error: IndexServiceError) -> grpc.StatusCode:
+def status_code_for(error: CallerError) -> grpc.StatusCode:
     """The gRPC status code that reports `error`."""
     for cls, code in _STATUS_CODES:
         if isinstance(error, cls):
@@ -78,11 +82,6 @@ def _modality(value: int) -> types_pb2.Modality:
     return cast(types_pb2.Modality, value)
 
 
-def _check_count(what: str, count: int, limit: int) -> None:
-    if not 1 <= count <= limit:
-        raise InvalidArgumentError(f"{what}: expected 1 to {limit}, got {count}")
-
-
 def _hit_proto(hit: Hit) -> index_pb2.SearchHit:
     return index_pb2.SearchHit(
         id=hit.id,
@@ -97,16 +96,16 @@ def _hit_proto(hit: Hit) -> index_pb2.SearchHit:
 class IndexServicer(index_pb2_grpc.IndexServiceServicer):
     """Validates requests, runs them on the shards off the event loop and maps errors to status codes."""
 
-    def __init__(self, shards: ShardSet, config: IndexConfig, executor: Executor) -> None:
+    def __init__(self, shards: ShardSet, limits: Limits, executor: Executor) -> None:
         self._shards = shards
-        self._config = config
+        self._limits = limits
         self._executor = executor
 
     async def _run(self, context: grpc.aio.ServicerContext, fn: Callable[..., R], *args: Any) -> R:
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
-        except IndexServiceError as exc:
+        except (IndexServiceError, LimitError) as exc:
             await context.abort(status_code_for(exc), str(exc))
         except Exception as exc:
             log.exception("index call failed", error=repr(exc))
@@ -148,14 +147,14 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
     async def CreateSnapshot(
         self, request: index_pb2.CreateSnapshotRequest, context: grpc.aio.ServicerContext
     ) -> index_pb2.CreateSnapshotResponse:
-        """Write a snapshot of one shard now."""
+        """Write a snapshot of one shard now (after a pending graph rebuild); never OK without one."""
         return await self._run(context, self._snapshot, request)
 
     # --- blocking bodies (worker threads) -----------------------------------------------------
 
     def _upsert(self, request: index_pb2.UpsertVectorsRequest) -> index_pb2.UpsertVectorsResponse:
         shard = self._shards.get(request.shard)
-        _check_count("items per upsert", len(request.items), self._config.max_batch)
+        self._limits.check_batch(len(request.items), "items")
         items = [
             Item(it.id, it.modality, _vector(it.vector), dict(it.metadata), tuple(it.tags)) for it in request.items
         ]
@@ -170,13 +169,13 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
 
     def _delete(self, request: index_pb2.DeleteVectorsRequest) -> index_pb2.DeleteVectorsResponse:
         shard = self._shards.get(request.shard)
-        _check_count("ids per delete", len(request.ids), self._config.max_batch)
+        self._limits.check_batch(len(request.ids))
         deleted, version = shard.delete(list(request.ids))
         return index_pb2.DeleteVectorsResponse(deleted=deleted, version=version)
 
     def _get(self, request: index_pb2.GetVectorsRequest) -> index_pb2.GetVectorsResponse:
         shard = self._shards.get(request.shard)
-        _check_count("ids per get", len(request.ids), self._config.max_batch)
+        self._limits.check_batch(len(request.ids))
         items, missing = shard.get(list(request.ids), request.include_vectors)
         return index_pb2.GetVectorsResponse(
             items=[
@@ -195,14 +194,12 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
 
     def _search(self, request: index_pb2.SearchShardRequest) -> index_pb2.SearchShardResponse:
         shard = self._shards.get(request.shard)
-        _check_count("k", request.k, self._config.max_k)
+        self._limits.check_k(request.k)
         flt = request.filter
         query = SearchQuery(
             vector=_vector(request.vector),
             k=request.k,
-            filter=make_filter(
-                request.modality, [(c.key, list(c.any_of)) for c in flt.clauses], flt.tags_all, flt.tags_any
-            ),
+            filter=make_filter(request.modality, [(c.key, c.any_of) for c in flt.clauses], flt.tags_all, flt.tags_any),
             exact=request.exact,
             include_vectors=request.include_vectors,
             model_id=request.model_id,
@@ -231,10 +228,5 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
         return index_pb2.GetShardStatsResponse(shards=out)
 
     def _snapshot(self, request: index_pb2.CreateSnapshotRequest) -> index_pb2.CreateSnapshotResponse:
-        shard = self._shards.get(request.shard)
-        written = shard.snapshot(force=True)
-        if written is None:
-            # An empty shard has no graph to save; its store alone is the whole state.
-            return index_pb2.CreateSnapshotResponse(version=shard.stats().version, seconds=0.0)
-        version, seconds = written
+        version, seconds = self._shards.get(request.shard).snapshot()
         return index_pb2.CreateSnapshotResponse(version=version, seconds=seconds)

@@ -26,7 +26,10 @@ Durability (design.md, "Durability contract"):
   the version it covers; the bytes are then written to `index-<version>-<ns>.usearch.tmp`, fsynced, renamed
   into place and the directory fsynced, all without any lock; finally the store records file name,
   version, size and CRC-32, and drops `removed` rows the snapshot covers. Older snapshot files are
-  deleted only after that commit, so a crash at any point leaves the recorded snapshot intact.
+  deleted only after that commit, so a crash at any point leaves the recorded snapshot intact. A graph
+  whose update failed after its commit is never saved: an explicit snapshot (CreateSnapshot) rebuilds it
+  from the store first, and one that still cannot be written is an error, never a reply naming a
+  snapshot that does not exist.
 - Start: load the recorded snapshot if its size and CRC-32 match (USearch itself happily loads a
   file with flipped bytes), then replay store rows newer than its version and the `removed` keys newer
   than it, and check the result against the catalog (same count, every live key present). A missing,
@@ -61,18 +64,13 @@ from typing import IO, cast
 
 import numpy as np
 import structlog
-from usearch.index import Index, MetricKind, ScalarKind
+from usearch.index import Index, MetricKind
 
+from services.common.limits import LimitError, check_id, check_modality, check_vector, unit_rows
 from services.index import metrics
 from services.index.catalog import Catalog
 from services.index.config import ShardSettings
-from services.index.errors import (
-    InvalidArgumentError,
-    PreconditionError,
-    ShardUnavailableError,
-    StorageFullError,
-)
-from services.index.model import (
+from services.index.domain import (
     Entry,
     Hit,
     Item,
@@ -81,11 +79,12 @@ from services.index.model import (
     ShardStats,
     StoredItem,
     UpsertResult,
-    check_id,
-    check_metadata,
-    check_modality,
-    check_vector,
-    normalise,
+)
+from services.index.errors import (
+    InvalidArgumentError,
+    PreconditionError,
+    ShardUnavailableError,
+    StorageFullError,
 )
 from services.index.store import SnapshotRecord, Store
 
@@ -94,17 +93,9 @@ log = structlog.get_logger("index.shard")
 # A search candidate: USearch key, distance (1 - cosine), catalog entry.
 Found = tuple[int, float, Entry]
 
-_SCALAR_KINDS = {"f32": ScalarKind.F32, "f16": ScalarKind.F16, "i8": ScalarKind.I8}
-# Vectors enter the graph normalised, so inner product ranks exactly like cosine and skips two norms per
-# distance (measured ~10% faster for f32, ~50% for f16). i8 keeps cos: USearch normalises while
-# quantising to i8, and its i8 inner product is not on a cosine scale.
-_METRICS = {"f32": MetricKind.IP, "f16": MetricKind.IP, "i8": MetricKind.Cos}
 _SNAPSHOT_PREFIX = "index-"
 _SNAPSHOT_SUFFIX = ".usearch"
-# USearch quantises i8 after normalising (value * 127), which leaves a 512-d unit vector ~5 levels per
-# component: recall@10 drops to ~0.8. So i8 shards fetch K * factor candidates from the graph and
-# re-rank them by exact cosine with the float32 vectors from the store.
-_RERANKED_DTYPES = ("i8",)
+# A re-ranked precision (config.PRECISIONS) fetches K times this many candidates from the graph.
 _RERANK_FACTOR = 4
 # Batches smaller than this are added on the calling thread: spawning USearch workers costs more.
 _PARALLEL_ADD_MIN = 256
@@ -213,7 +204,7 @@ class Shard:
     def _new_index(self, dim: int) -> Index:
         return Index(
             ndim=dim,
-            metric=_METRICS[self.settings.dtype],
+            metric=self.settings.precision.metric,
             dtype=self.settings.dtype,
             connectivity=self.settings.connectivity,
             expansion_add=self.settings.expansion_add,
@@ -223,7 +214,7 @@ class Shard:
 
     def _add(self, index: Index, keys: np.ndarray, vectors: np.ndarray) -> None:
         threads = self.settings.threads if len(keys) >= _PARALLEL_ADD_MIN else 1
-        index.add(keys, normalise(vectors), threads=threads)
+        index.add(keys, unit_rows(vectors), threads=threads)
 
     def _recover(self) -> None:
         started = time.perf_counter()
@@ -277,8 +268,8 @@ class Shard:
             # rebuilt rather than silently keeping them.
             if (
                 meta.get("dimensions") != dim
-                or meta.get("kind_scalar") != _SCALAR_KINDS[self.settings.dtype]
-                or meta.get("kind_metric") != _METRICS[self.settings.dtype]
+                or meta.get("kind_scalar") != self.settings.precision.scalar
+                or meta.get("kind_metric") != self.settings.precision.metric
             ):
                 return None, "config_changed"
             index.load(os.fspath(path))
@@ -387,8 +378,8 @@ class Shard:
                     check_id(item.id)
                     check_modality(item.modality, allow_unspecified=False)
                     check_vector(item.vector, dim)
-                    check_metadata(item.metadata, item.tags, self.settings.max_metadata_bytes)
-                except InvalidArgumentError as exc:
+                    self.settings.limits.check_metadata(item.metadata, item.tags)
+                except LimitError as exc:
                     errors[position] = str(exc)
                     continue
                 dim = dim or int(item.vector.shape[0])
@@ -484,9 +475,9 @@ class Shard:
                 f"shard {self.number} holds vectors of model {self._store.model_id!r}, not {query.model_id!r}"
             )
         check_vector(query.vector, self.dim, "query vector")
-        vector = normalise(query.vector)
+        vector = unit_rows(query.vector)
         started = time.perf_counter()
-        rerank = self.settings.dtype in _RERANKED_DTYPES
+        rerank = self.settings.precision.reranked
         inner = dataclasses.replace(query, k=query.k * _RERANK_FACTOR) if rerank else query
         with self._index_lock:
             self._check_open()
@@ -585,7 +576,7 @@ class Shard:
         rows = index.get(np.asarray(keys, dtype=np.uint64), dtype="f32")
         stored = np.stack(cast(tuple[np.ndarray, ...], rows))
         similarity = stored @ vector
-        if _METRICS[self.settings.dtype] == MetricKind.Cos:
+        if self.settings.precision.metric == MetricKind.Cos:
             similarity = similarity / np.linalg.norm(stored, axis=1)
         distances = 1.0 - similarity
         order = np.argsort(distances, kind="stable")[: query.k]
@@ -620,11 +611,37 @@ class Shard:
         record = self._store.snapshot
         return -1.0 if record is None else max(0.0, time.time() - record.created_at)
 
-    def snapshot(self, force: bool = True) -> tuple[int, float] | None:
-        """Write a snapshot now (or only when there are changes, if not `force`); (version, seconds)."""
+    def snapshot(self) -> tuple[int, float]:
+        """Write a snapshot now, after any pending graph rebuild; (store version it covers, seconds).
+
+        Never answers without having written one: PreconditionError when the shard has no graph yet (no
+        vector was ever written and no dimension is configured, so the empty store is its whole state),
+        ShardUnavailableError when a graph update failed again while the snapshot was taken.
+        """
         self._check_open()
         with self._maintenance_lock:
-            return self._snapshot_locked(force)
+            self._check_open()
+            if self._needs_rebuild:
+                # The graph is not trusted until it is rebuilt; saving it as it is would persist the damage.
+                self._rebuild_locked("recovery")
+            written = self._snapshot_locked(force=True)
+            if written is not None:
+                return written
+            if self._index is None:
+                raise PreconditionError(
+                    f"shard {self.number} holds no vectors yet, so it has no graph to snapshot "
+                    "(its empty store is its whole state); write to it first"
+                )
+            raise ShardUnavailableError(
+                f"shard {self.number}: a graph update failed while the snapshot was being taken, so none was "
+                "written; the next maintenance pass rebuilds the graph from the store within seconds: retry then"
+            )
+
+    def snapshot_if_changed(self) -> tuple[int, float] | None:
+        """Write a snapshot if the graph changed since the latest one; (version, seconds), or None if not."""
+        self._check_open()
+        with self._maintenance_lock:
+            return self._snapshot_locked(force=False)
 
     def _snapshot_locked(self, force: bool) -> tuple[int, float] | None:
         started = time.perf_counter()
@@ -679,47 +696,51 @@ class Shard:
         )
 
     def compact(self, reason: str = "compaction") -> bool:
-        """Rebuild the graph from the store while searches and writes go on, then swap it in."""
+        """Rebuild the graph from the store while searches and writes go on, swap it in and snapshot it."""
         self._check_open()
         with self._maintenance_lock:
-            dim = self.dim
-            if not dim:
+            if not self.dim:
                 return False
-            started = time.perf_counter()
-            with self._store.consistent_read() as conn:
-                base_version = self._store.read_version(conn)
-                index = self._build(dim, conn)
-            with self._write_lock:
-                # No commit can happen now: replay what was committed while the graph was built.
-                for keys, vectors in self._store.vectors(newer_than=base_version):
-                    self._add(index, keys, vectors)
-                removed = self._store.removed_since(base_version)
-                deleted = _count_removed(index.remove(np.asarray(removed, dtype=np.uint64))) if removed else 0
-                catalog = self._catalog
-                if self._needs_rebuild:
-                    # A failed graph update may have left the catalog half-updated too.
-                    catalog = Catalog()
-                    for key, entry in self._store.entries():
-                        catalog.add(key, entry)
-                with self._index_lock:
-                    self._index = index
-                    self._catalog = catalog
-                    self._deleted = deleted
-                    self._applied_version = self._store.version
-                    self._memory_bytes = int(index.memory_usage)
-                    self._needs_rebuild = False
-            metrics.REBUILDS.labels(self._label, reason).inc()
-            log.info(
-                "graph rebuilt",
-                shard=self.number,
-                reason=reason,
-                items=len(index),
-                seconds=round(time.perf_counter() - started, 3),
-            )
-            self._publish()
+            self._rebuild_locked(reason)
             # The old snapshot still carries the tombstones; a fresh one makes the next start lean.
             self._snapshot_locked(force=True)
         return True
+
+    def _rebuild_locked(self, reason: str) -> None:
+        """Build a new graph from the store and swap it in (the caller holds `_maintenance_lock`)."""
+        dim = self.dim
+        started = time.perf_counter()
+        with self._store.consistent_read() as conn:
+            base_version = self._store.read_version(conn)
+            index = self._build(dim, conn)
+        with self._write_lock:
+            # No commit can happen now: replay what was committed while the graph was built.
+            for keys, vectors in self._store.vectors(newer_than=base_version):
+                self._add(index, keys, vectors)
+            removed = self._store.removed_since(base_version)
+            deleted = _count_removed(index.remove(np.asarray(removed, dtype=np.uint64))) if removed else 0
+            catalog = self._catalog
+            if self._needs_rebuild:
+                # A failed graph update may have left the catalog half-updated too.
+                catalog = Catalog()
+                for key, entry in self._store.entries():
+                    catalog.add(key, entry)
+            with self._index_lock:
+                self._index = index
+                self._catalog = catalog
+                self._deleted = deleted
+                self._applied_version = self._store.version
+                self._memory_bytes = int(index.memory_usage)
+                self._needs_rebuild = False
+        metrics.REBUILDS.labels(self._label, reason).inc()
+        log.info(
+            "graph rebuilt",
+            shard=self.number,
+            reason=reason,
+            items=len(index),
+            seconds=round(time.perf_counter() - started, 3),
+        )
+        self._publish()
 
     def maintain(self) -> None:
         """One maintenance pass: rebuild if needed, compact if worthwhile, snapshot if due."""
@@ -731,7 +752,7 @@ class Shard:
             elif self.should_compact():
                 self.compact()
             elif self.snapshot_due():
-                self.snapshot(force=False)
+                self.snapshot_if_changed()
         except StorageFullError:
             # Already logged as a warning; the next pass retries, so freeing space is all it takes.
             return
@@ -776,7 +797,7 @@ class Shard:
             return
         if snapshot:
             try:
-                self.snapshot(force=False)
+                self.snapshot_if_changed()
             except StorageFullError:
                 pass  # logged as a warning already; the next start replays from the store
             except Exception:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from services.index.model import Entry, Item, StoredItem
+from services.index.domain import Entry, Item, StoredItem
 
 SCHEMA_VERSION = 1
 CHUNK_ROWS = 4096
@@ -314,18 +314,11 @@ class Store:
                 matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").astype(np.float32)
                 yield keys, matrix.reshape(len(rows), -1)
 
-    def removed_since(self, version: int, conn: sqlite3.Connection | None = None) -> list[int]:
+    def removed_since(self, version: int) -> list[int]:
         """Keys removed by writes newer than `version`."""
-        with contextlib.ExitStack() as stack:
-            if conn is None:
-                conn = stack.enter_context(self.reader())
+        with self.reader() as conn:
             rows = conn.execute("SELECT key FROM removed WHERE version > ?", (version,)).fetchall()
         return [int(r[0]) for r in rows]
-
-    def count(self) -> int:
-        """Number of live items."""
-        with self.reader() as conn:
-            return int(conn.execute("SELECT COUNT(*) FROM items").fetchone()[0])
 
     def close(self) -> None:
         """Close every connection (after the last caller finished)."""

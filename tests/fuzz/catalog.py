@@ -2,8 +2,8 @@
 
 Every response the fuzz tests get must carry a code of its class's set below; error codes come with a
 non-empty message. UNKNOWN and INTERNAL are documented nowhere: either one is a bug. "call" is the
-status of the RPC; "item" is the per-item `ItemStatus.code` inside a successful Ingest, Encode,
-EncodeStream or UpsertVectors reply.
+status of the RPC; "item" is the per-item `ItemStatus.code` inside a successful Ingest, Encode
+or UpsertVectors reply.
 
 | RPC | Input class | Call status | Item status |
 |---|---|---|---|
@@ -11,12 +11,12 @@ EncodeStream or UpsertVectors reply.
 | every RPC | random bytes that happen to parse | as for the RPC below | - |
 | every RPC | message over CROSSMODAL_MAX_MESSAGE_BYTES | RESOURCE_EXHAUSTED | - |
 | Search | vector: wrong dim, empty, NaN/Inf, all zero, not normalisable in float32 | INVALID_ARGUMENT | - |
-| Search | text: empty or blank, over CROSSMODAL_GATEWAY_MAX_TEXT_CHARS | INVALID_ARGUMENT | - |
+| Search | text: empty or blank, over CROSSMODAL_MAX_TEXT_CHARS | INVALID_ARGUMENT | - |
 | Search | text: other unicode (combining, RTL, zero-width, emoji, NUL) | OK | - |
 | Search | image: empty, random, truncated or corrupt bytes, huge-dimension header | INVALID_ARGUMENT | - |
 | Search | image: real PNG/JPEG/WebP/GIF/BMP/TIFF (or a truncation that decodes) | OK | - |
 | Search | like_id: empty or over 256 bytes / not stored / stored | INVALID_ARGUMENT / NOT_FOUND / OK | - |
-| Search | k over CROSSMODAL_GATEWAY_MAX_K, 2^32-1, negative (read as 2^32-n) | INVALID_ARGUMENT | - |
+| Search | k over CROSSMODAL_MAX_K, 2^32-1, negative (read as 2^32-n) | INVALID_ARGUMENT | - |
 | Search | k 0 (default) or 1..MAX_K, with a valid query | OK | - |
 | Search | target not a Modality (3, -1, 2^31-1) | INVALID_ARGUMENT | - |
 | Search | filter: key not 1-128 B, 0 or > 64 values, a value > 1 KiB, > 16 clauses | INVALID_ARGUMENT | - |
@@ -27,27 +27,27 @@ EncodeStream or UpsertVectors reply.
 | Ingest | empty metadata key or tag | OK | INVALID_ARGUMENT |
 | Ingest | valid items (odd-character ids, duplicate ids in one stream) | OK | OK |
 | Ingest | an encoder or replica down or full | OK | UNAVAILABLE, RESOURCE_EXHAUSTED |
-| Delete, Get | no ids, over CROSSMODAL_GATEWAY_MAX_BATCH ids, an empty or > 256 B id | INVALID_ARGUMENT | - |
+| Delete, Get | no ids, over CROSSMODAL_MAX_BATCH ids, an empty or > 256 B id | INVALID_ARGUMENT | - |
 | Delete, Get | 1..MAX_BATCH valid ids (odd characters, duplicates, absent) | OK | - |
 | GetStats | any request | OK | - |
 | Encode | 0 or over CROSSMODAL_ENCODER_MAX_REQUEST_ITEMS items | INVALID_ARGUMENT | - |
 | Encode | item: key > 256 B, no content, other modality, bad text, bad image, bomb header | OK | INVALID_ARGUMENT |
 | Encode | item: valid text or image | OK | OK |
 | Encode | the encoder queue is full | RESOURCE_EXHAUSTED | - |
-| EncodeStream | a chunk of 0 or too many items | INVALID_ARGUMENT (ends the stream) | - |
-| EncodeStream | chunks of items as for Encode | OK | OK, INVALID_ARGUMENT, RESOURCE_EXHAUSTED |
 | GetModelInfo | any request | OK | - |
 | index RPCs with a shard | shard not served (2, 2^32-1, negative) | NOT_FOUND | - |
-| UpsertVectors | 0 or over CROSSMODAL_INDEX_MAX_BATCH items, empty model_id | INVALID_ARGUMENT | - |
+| UpsertVectors | 0 or over CROSSMODAL_MAX_BATCH items, empty model_id | INVALID_ARGUMENT | - |
 | UpsertVectors | model_id of another model | FAILED_PRECONDITION | - |
 | UpsertVectors | item: bad id, modality 0 or unknown, bad vector, bad metadata or tags | OK | INVALID_ARGUMENT |
 | UpsertVectors | item: valid (a duplicate id in one batch: the last one wins) | OK | OK |
 | DeleteVectors, GetVectors | 0 or over MAX_BATCH ids, an empty or > 256 B id | INVALID_ARGUMENT | - |
 | DeleteVectors, GetVectors | 1..MAX_BATCH valid ids (absent ones are not an error) | OK | - |
-| SearchShard | k 0, over CROSSMODAL_INDEX_MAX_K or negative; bad vector, modality or filter | INVALID_ARGUMENT | - |
+| SearchShard | k 0, over CROSSMODAL_MAX_K or negative; bad vector, modality or filter | INVALID_ARGUMENT | - |
 | SearchShard | model_id of another model | FAILED_PRECONDITION | - |
 | SearchShard | valid query | OK | - |
-| GetShardStats, CreateSnapshot | any request for a served shard | OK | - |
+| GetShardStats | any request for a served shard | OK | - |
+| CreateSnapshot | a served shard holding items | OK | - |
+| CreateSnapshot | nothing stored yet; a graph that cannot be made whole | FAILED_PRECONDITION, UNAVAILABLE | - |
 """
 
 from __future__ import annotations
@@ -81,8 +81,6 @@ CALL: dict[tuple[str, str], frozenset[grpc.StatusCode]] = {
     ("GetStats", "raw"): frozenset({OK}) | TRANSPORT,
     ("Encode", "items"): frozenset({OK, INVALID, EXHAUSTED}),
     ("Encode", "raw"): frozenset({OK, INVALID, EXHAUSTED}) | TRANSPORT,
-    ("EncodeStream", "chunks"): frozenset({OK, INVALID}),
-    ("EncodeStream", "raw"): frozenset({OK, INVALID}) | TRANSPORT,
     ("GetModelInfo", "raw"): frozenset({OK}) | TRANSPORT,
     ("UpsertVectors", "items"): frozenset({OK, INVALID, NOT_FOUND, PRECONDITION}),
     ("UpsertVectors", "raw"): frozenset({OK, INVALID, NOT_FOUND, PRECONDITION}) | TRANSPORT,
@@ -93,8 +91,8 @@ CALL: dict[tuple[str, str], frozenset[grpc.StatusCode]] = {
     ("SearchShard", "query"): frozenset({OK, INVALID, NOT_FOUND, PRECONDITION}),
     ("SearchShard", "raw"): frozenset({OK, INVALID, NOT_FOUND, PRECONDITION}) | TRANSPORT,
     ("GetShardStats", "raw"): frozenset({OK}) | TRANSPORT,
-    ("CreateSnapshot", "shard"): frozenset({OK, NOT_FOUND}),
-    ("CreateSnapshot", "raw"): frozenset({OK, NOT_FOUND}) | TRANSPORT,
+    ("CreateSnapshot", "shard"): frozenset({OK, NOT_FOUND, PRECONDITION, UNAVAILABLE}),
+    ("CreateSnapshot", "raw"): frozenset({OK, NOT_FOUND, PRECONDITION, UNAVAILABLE}) | TRANSPORT,
 }
 
 # (rpc, input class) -> the documented per-item statuses inside an OK reply.
@@ -103,8 +101,6 @@ ITEM: dict[tuple[str, str], frozenset[grpc.StatusCode]] = {
     ("Ingest", "raw"): frozenset({OK, INVALID, UNAVAILABLE, EXHAUSTED}),
     ("Encode", "items"): frozenset({OK, INVALID, EXHAUSTED}),
     ("Encode", "raw"): frozenset({OK, INVALID, EXHAUSTED}),
-    ("EncodeStream", "chunks"): frozenset({OK, INVALID, EXHAUSTED}),
-    ("EncodeStream", "raw"): frozenset({OK, INVALID, EXHAUSTED}),
     ("UpsertVectors", "items"): frozenset({OK, INVALID}),
     ("UpsertVectors", "raw"): frozenset({OK, INVALID}),
 }

@@ -8,8 +8,7 @@ import pytest
 from google.protobuf.message import Message
 
 from crossmodal.v1 import encoder_pb2, gateway_pb2, index_pb2, types_pb2
-from services.index.errors import InvalidArgumentError
-from services.index.model import check_vector
+from services.common.limits import LimitError, check_vector
 from tests.fuzz.harness import Env, raw_stream, raw_unary, varint
 
 # A string field (number 1) holding bytes that are not UTF-8.
@@ -60,12 +59,6 @@ def test_undecodable_unary_request_is_invalid_argument(
             gateway_pb2.IngestRequest(id="regression-ok", text="a blue square"),
             gateway_pb2.IngestResponse,
         ),
-        (
-            "text",
-            "/crossmodal.v1.EncoderService/EncodeStream",
-            encoder_pb2.EncodeStreamRequest(items=[encoder_pb2.EncodeItem(text="a blue square")]),
-            encoder_pb2.EncodeStreamResponse,
-        ),
     ],
 )
 def test_undecodable_stream_message_is_invalid_argument(
@@ -111,7 +104,7 @@ def test_upsert_vector_not_normalisable_in_float32_is_refused(env: Env) -> None:
 )
 def test_check_vector_refuses_what_float32_cannot_normalise(values: list[float]) -> None:
     """The index's vector check refuses values whose float32 length is zero or infinite."""
-    with pytest.raises(InvalidArgumentError, match="unit length"):
+    with pytest.raises(LimitError, match="unit length"):
         check_vector(np.asarray(values, dtype=np.float32), 3)
 
 

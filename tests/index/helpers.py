@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from services.index.config import ShardSettings
-from services.index.model import MODALITY_IMAGE, MODALITY_TEXT, Item
+from services.index.domain import MODALITY_IMAGE, MODALITY_TEXT, Item
 from services.index.shard import Shard
 
 DIM = 32

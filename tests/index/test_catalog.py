@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from services.index.catalog import Catalog
-from services.index.model import MODALITY_IMAGE, MODALITY_TEXT, Entry, make_filter
+from services.index.domain import MODALITY_IMAGE, MODALITY_TEXT, Entry, make_filter
 
 
 def entry(name: str, modality: int = MODALITY_IMAGE, tags: tuple[str, ...] = (), **metadata: str) -> Entry:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.index.model import MODALITY_IMAGE, MODALITY_TEXT, Filter, Hit, Item, SearchQuery, make_filter
+from services.index.domain import MODALITY_IMAGE, MODALITY_TEXT, Filter, Hit, Item, SearchQuery, make_filter
 from services.index.shard import Shard
 from tests.index.helpers import DIM, MODEL, open_shard
 
@@ -134,7 +134,7 @@ def run_searcher(shard: Shard, clock: Sequence, done: threading.Event, out: list
 def run_maintenance(shard: Shard, done: threading.Event, counts: dict[str, int]) -> None:
     """Snapshots and compactions while everything else runs."""
     while not done.is_set() or counts["compactions"] < 2:
-        shard.snapshot(force=False)
+        shard.snapshot_if_changed()
         counts["snapshots"] += 1
         shard.compact()
         counts["compactions"] += 1

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.index.errors import InvalidArgumentError
-from services.index.model import MODALITY_IMAGE, MODALITY_TEXT, Filter, Item, SearchQuery, make_filter
+from services.common.limits import LimitError
+from services.index.domain import MODALITY_IMAGE, MODALITY_TEXT, Filter, Item, SearchQuery, make_filter
 from services.index.shard import Shard
 from tests.index.helpers import MODEL, brute_force, make_item, open_shard, vector_of, vectors
 
@@ -202,7 +202,7 @@ def test_bad_filters_are_refused(
     modality: int,
     message: str,
 ) -> None:
-    with pytest.raises(InvalidArgumentError, match=message):
+    with pytest.raises(LimitError, match=message):
         make_filter(modality, clauses, tags_all, tags_any)
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from crossmodal.v1 import index_pb2, index_pb2_grpc, types_pb2
+from services.common.limits import LimitError
 from services.index.errors import (
     InvalidArgumentError,
     PreconditionError,
@@ -63,9 +64,9 @@ def server(
     env = {
         "CROSSMODAL_INDEX_DATA_DIR": str(workdir / "data"),
         "CROSSMODAL_INDEX_SHARDS": "0,2",
-        "CROSSMODAL_INDEX_MAX_K": "100",
-        "CROSSMODAL_INDEX_MAX_BATCH": "50",
-        "CROSSMODAL_INDEX_MAX_METADATA_BYTES": "512",
+        "CROSSMODAL_MAX_K": "100",
+        "CROSSMODAL_MAX_BATCH": "50",
+        "CROSSMODAL_MAX_METADATA_BYTES": "512",
     }
     proc = ServiceProcess("services.index", workdir, env).wait_ready()
     channel = proc.channel()
@@ -184,32 +185,37 @@ def test_bad_items_get_invalid_argument_each(
 @pytest.mark.parametrize(
     ("method", "request_", "fragment"),
     [
-        ("UpsertVectors", index_pb2.UpsertVectorsRequest(shard=0, model_id=MODEL), "items per upsert"),
+        ("UpsertVectors", index_pb2.UpsertVectorsRequest(shard=0, model_id=MODEL), "no items given"),
         (
             "UpsertVectors",
             index_pb2.UpsertVectorsRequest(shard=0, model_id=MODEL, items=[proto_item(i) for i in range(51)]),
-            "items per upsert",
+            "51 items; the limit is 50 (CROSSMODAL_MAX_BATCH)",
         ),
         (
             "UpsertVectors",
             index_pb2.UpsertVectorsRequest(shard=0, items=[proto_item(1)]),
             "model_id is empty",
         ),
-        ("DeleteVectors", index_pb2.DeleteVectorsRequest(shard=0), "ids per delete"),
-        ("DeleteVectors", index_pb2.DeleteVectorsRequest(shard=0, ids=["x"] * 51), "ids per delete"),
+        ("DeleteVectors", index_pb2.DeleteVectorsRequest(shard=0), "no ids given"),
+        ("DeleteVectors", index_pb2.DeleteVectorsRequest(shard=0, ids=["x"] * 51), "51 ids; the limit is 50"),
         ("DeleteVectors", index_pb2.DeleteVectorsRequest(shard=0, ids=[""]), "id is empty"),
-        ("GetVectors", index_pb2.GetVectorsRequest(shard=0), "ids per get"),
+        ("GetVectors", index_pb2.GetVectorsRequest(shard=0), "no ids given"),
+        ("GetVectors", index_pb2.GetVectorsRequest(shard=0, ids=["x"] * 51), "51 ids; the limit is 50"),
         ("GetVectors", index_pb2.GetVectorsRequest(shard=0, ids=["g" * 300]), "longer than 256"),
-        ("SearchShard", index_pb2.SearchShardRequest(shard=0, vector=unit(1), k=0), "k: expected 1 to 100"),
-        ("SearchShard", index_pb2.SearchShardRequest(shard=0, vector=unit(1), k=101), "k: expected 1 to 100"),
+        ("SearchShard", index_pb2.SearchShardRequest(shard=0, vector=unit(1), k=0), "k must be at least 1"),
+        (
+            "SearchShard",
+            index_pb2.SearchShardRequest(shard=0, vector=unit(1), k=101),
+            "k=101 is above the limit of 100 (CROSSMODAL_MAX_K)",
+        ),
         ("SearchShard", index_pb2.SearchShardRequest(shard=0, vector=[float("nan")] * DIM, k=1), "NaN"),
         (
             "SearchShard",
             index_pb2.SearchShardRequest(shard=0, vector=[float("inf")] * DIM, k=1),
-            "NaN or Inf",
+            "NaN or infinite",
         ),
         ("SearchShard", index_pb2.SearchShardRequest(shard=0, vector=[0.0] * DIM, k=1), "zero length"),
-        ("SearchShard", index_pb2.SearchShardRequest(shard=0, vector=unit(1, 5), k=1), "5 dimensions"),
+        ("SearchShard", index_pb2.SearchShardRequest(shard=0, vector=unit(1, 5), k=1), "has 5 values"),
         ("SearchShard", index_pb2.SearchShardRequest(shard=0, k=1), "empty"),
         ("SearchShard", index_pb2.SearchShardRequest(shard=0, vector=unit(1), k=1, modality=5), "modality 5"),  # type: ignore[arg-type]
         (
@@ -323,4 +329,5 @@ def test_each_domain_error_has_one_status_code() -> None:
     assert status_code_for(unknown.value) == grpc.StatusCode.NOT_FOUND
     assert status_code_for(loading.value) == grpc.StatusCode.UNAVAILABLE
     assert status_code_for(InvalidArgumentError("x")) == grpc.StatusCode.INVALID_ARGUMENT
+    assert status_code_for(LimitError("x")) == grpc.StatusCode.INVALID_ARGUMENT
     assert status_code_for(PreconditionError("x")) == grpc.StatusCode.FAILED_PRECONDITION

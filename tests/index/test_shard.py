@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
+from services.common.limits import LimitError, Limits
+from services.index import shard as shard_module
+from services.index.domain import MODALITY_IMAGE, Item, SearchQuery
 from services.index.errors import InvalidArgumentError, PreconditionError, ShardUnavailableError
-from services.index.model import MODALITY_IMAGE, Item, SearchQuery
 from tests.index.helpers import DIM, MODEL, brute_force, make_item, open_shard, vector_of, vectors
 from tests.support import wait_for
 
@@ -139,7 +142,7 @@ def test_a_shard_refuses_another_model(tmp_path: Path) -> None:
 
 
 def test_bad_items_are_refused_one_by_one(tmp_path: Path) -> None:
-    shard = open_shard(tmp_path, max_metadata_bytes=256)
+    shard = open_shard(tmp_path, limits=Limits(max_metadata_bytes=256))
     x = vectors(8, 2)
     nan = x[0].copy()
     nan[3] = np.nan
@@ -170,12 +173,12 @@ def test_bad_items_are_refused_one_by_one(tmp_path: Path) -> None:
     assert result.errors[-1] is None
     reasons = {name: error or "" for name, error in zip([*bad.keys(), "wrong dim"], result.errors[:-1], strict=True)}
     assert all(reasons.values()), reasons
-    assert "NaN or Inf" in reasons["nan"] and "NaN or Inf" in reasons["inf"]
+    assert "NaN or infinite" in reasons["nan"] and "NaN or infinite" in reasons["inf"]
     assert "zero length" in reasons["zero"]
-    assert "33 dimensions" in reasons["wrong dim"]
+    assert "has 33 values" in reasons["wrong dim"]
     assert "longer than 256 bytes" in reasons["long id"] and "longer than 256" in reasons["multi-byte long id"]
-    assert "more than the limit of 256" in reasons["metadata"]
-    assert "more than 64 tags" in reasons["too many tags"]
+    assert "the limit is 256" in reasons["metadata"]
+    assert "65 tags; the limit is 64" in reasons["too many tags"]
     assert shard.stats().count == 2
     assert "é" * 128 not in [i.id for i in shard.get(["é" * 128], include_vectors=False)[0]]
     # Ids of exactly 256 bytes are fine.
@@ -194,7 +197,7 @@ def test_an_all_bad_batch_commits_nothing(tmp_path: Path) -> None:
 def test_configured_dimension_is_enforced(tmp_path: Path) -> None:
     shard = open_shard(tmp_path, dim=16)
     result = shard.upsert(MODEL, [make_item(0, vectors(10, 1, 32)[0]), make_item(1, vectors(10, 1, 16)[0])])
-    assert result.errors[0] is not None and "32 dimensions" in result.errors[0]
+    assert result.errors[0] is not None and "has 32 values" in result.errors[0]
     assert result.errors[1] is None
     shard.close()
     with pytest.raises(PreconditionError, match="16-d"):
@@ -209,18 +212,18 @@ def test_query_guards(tmp_path: Path) -> None:
     nan[0] = np.nan
     for vector, message in [
         (nan, "NaN"),
-        (np.full(DIM, np.inf, np.float32), "NaN or Inf"),
+        (np.full(DIM, np.inf, np.float32), "NaN or infinite"),
         (np.zeros(DIM, np.float32), "zero length"),
-        (x[0][:-1], "31 dimensions"),
+        (x[0][:-1], "has 31 values"),
     ]:
-        with pytest.raises(InvalidArgumentError, match=message):
+        with pytest.raises(LimitError, match=message):
             shard.search(SearchQuery(vector, 1))
     with pytest.raises(InvalidArgumentError, match="k must be"):
         shard.search(SearchQuery(x[0], 0))
-    for bad_id in ["", "y" * 257]:
-        with pytest.raises(InvalidArgumentError):
+    for bad_id, message in [("", "id is empty"), ("y" * 257, "longer than 256 bytes")]:
+        with pytest.raises(LimitError, match=message):
             shard.get([bad_id], include_vectors=False)
-        with pytest.raises(InvalidArgumentError):
+        with pytest.raises(LimitError, match=message):
             shard.delete([bad_id])
     shard.close()
 
@@ -228,8 +231,11 @@ def test_query_guards(tmp_path: Path) -> None:
 def test_an_empty_shard_answers_empty(tmp_path: Path) -> None:
     shard = open_shard(tmp_path)
     assert shard.search(SearchQuery(vectors(12, 1)[0], 5)).hits == []
-    assert shard.snapshot() is None
+    # Nothing to save: said so, rather than answered as if a snapshot had been written.
+    with pytest.raises(PreconditionError, match="no vectors yet"):
+        shard.snapshot()
     assert shard.stats().snapshot_age_seconds == -1.0
+    assert not list((tmp_path / "shard-0").glob("index-*"))
     shard.close()
 
 
@@ -344,6 +350,34 @@ def test_compaction_rebuilds_without_deleted_entries(tmp_path: Path) -> None:
     reopened.close()
 
 
+def test_an_explicit_snapshot_first_rebuilds_a_graph_a_failed_update_left_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shard = open_shard(tmp_path, number=16)
+    x = vectors(22, 60)
+    shard.upsert(MODEL, [make_item(i, x[i]) for i in range(50)])
+
+    def fail(vectors: np.ndarray) -> np.ndarray:
+        raise RuntimeError("injected: USearch could not grow the graph")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(shard_module, "unit_rows", fail)
+        with pytest.raises(RuntimeError, match="injected"):
+            shard.upsert(MODEL, [make_item(i, x[i]) for i in range(50, 60)])
+    # The commit stands (version 2) but the graph missed it: a snapshot of it as it is would be wrong.
+    before = {reason: rebuilds(16, reason) for reason in ("recovery", "missing", "inconsistent")}
+    version, _ = shard.snapshot()
+    assert version == shard.stats().snapshot_version == shard.stats().version == 2
+    assert rebuilds(16, "recovery") == before["recovery"] + 1
+    shard.close(snapshot=False)
+    reopened = open_shard(tmp_path, number=16)
+    # The restart loads that snapshot as it is: nothing to rebuild, every committed item in it.
+    assert {reason: rebuilds(16, reason) for reason in before} == {**before, "recovery": before["recovery"] + 1}
+    assert set(live_ids_by_exact_search(reopened, x[0])) == {f"item-{i}" for i in range(60)}
+    assert reopened.search(SearchQuery(x[55], 1)).hits[0].id == "item-55"
+    reopened.close()
+
+
 def test_maintenance_snapshots_only_when_due(tmp_path: Path) -> None:
     shard = open_shard(tmp_path, snapshot_interval_seconds=3600.0)
     x = vectors(18, 10)
@@ -359,9 +393,27 @@ def test_maintenance_snapshots_only_when_due(tmp_path: Path) -> None:
         return eager.stats().snapshot_version == 1
 
     wait_for(snapshotted, 10, "a scheduled snapshot")
-    assert eager.snapshot_age() >= 0
     assert not eager.snapshot_due()
     eager.close()
+
+
+def test_snapshot_age_grows_with_time_and_restarts_at_each_snapshot(tmp_path: Path) -> None:
+    shard = open_shard(tmp_path)
+    x = vectors(21, 4)
+    shard.upsert(MODEL, [make_item(i, x[i]) for i in range(4)])
+    assert shard.snapshot_age() == -1.0
+    shard.snapshot()
+    fresh = shard.snapshot_age()
+    time.sleep(0.5)
+    aged = shard.snapshot_age()
+    # Bounded both ways: it counts the time that passed, not less, and not from some earlier moment.
+    assert 0.5 <= aged - fresh < 5.0 and aged < 5.0, (fresh, aged)
+    shard.upsert(MODEL, [make_item(0, x[3])])
+    shard.snapshot()
+    again = shard.snapshot_age()
+    assert 0.0 <= again < aged - 0.4, (again, aged)
+    assert shard.stats().snapshot_age_seconds >= again
+    shard.close()
 
 
 def test_one_directory_one_process(tmp_path: Path) -> None:

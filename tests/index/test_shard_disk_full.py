@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
+from services.index.domain import Item, SearchQuery, ShardStats
 from services.index.errors import StorageFullError
-from services.index.model import Item, SearchQuery, ShardStats
 from services.index.servicer import status_code_for
 from services.index.shard import Shard, is_disk_full
 from tests.index.helpers import MODEL, make_item, open_shard, vectors
