@@ -13,6 +13,7 @@ from typing import IO, Literal
 
 import grpc
 
+from crossmodal.transport import RECONNECT_OPTIONS, RETRYABLE, code_of
 from crossmodal.v1 import gateway_pb2, gateway_pb2_grpc, types_pb2
 
 Target = Literal["any", "image", "text"]
@@ -29,6 +30,17 @@ class Hit:
     modality: str
     metadata: dict[str, str]
     tags: list[str]
+
+
+@dataclass(frozen=True)
+class StoredItem:
+    """One item as stored, returned by Client.get: no score, since nothing was ranked."""
+
+    id: str
+    modality: str
+    metadata: dict[str, str]
+    tags: list[str]
+    shard: int
 
 
 @dataclass(frozen=True)
@@ -72,11 +84,7 @@ class Ack:
     @property
     def retryable(self) -> bool:
         """Whether sending the item again may succeed."""
-        return self.code in (
-            grpc.StatusCode.UNAVAILABLE,
-            grpc.StatusCode.RESOURCE_EXHAUSTED,
-            grpc.StatusCode.DEADLINE_EXCEEDED,
-        )
+        return self.code in RETRYABLE
 
 
 @dataclass(frozen=True)
@@ -181,20 +189,6 @@ class IngestJournal:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
-
-
-# Channel options that reach a peer restarted after a crash within a second, not after gRPC's default
-# backoff of up to two minutes; a dead one costs only a refused connect per attempt. The SDK's channel to
-# the gateway and the gateway's channels to encoders and shards use them.
-RECONNECT_OPTIONS: list[tuple[str, int | str]] = [
-    ("grpc.initial_reconnect_backoff_ms", 200),
-    ("grpc.min_reconnect_backoff_ms", 200),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-]
-
-
-def _code(number: int) -> grpc.StatusCode:
-    return next((s for s in grpc.StatusCode if s.value[0] == number), grpc.StatusCode.UNKNOWN)
 
 
 def build_filter(
@@ -321,7 +315,7 @@ class Client:
                 yield Ack(
                     reply.id,
                     reply.status.code == 0,
-                    _code(reply.status.code),
+                    code_of(reply.status.code),
                     reply.status.message,
                     reply.shard,
                     list(reply.failed_replicas),
@@ -361,12 +355,15 @@ class Client:
         )
         return int(reply.deleted)
 
-    def get(self, ids: Sequence[str], timeout: float | None = None) -> tuple[list[Hit], list[str]]:
-        """Fetch items by id: (found items with score 0, missing ids)."""
+    def get(self, ids: Sequence[str], timeout: float | None = None) -> tuple[list[StoredItem], list[str]]:
+        """Fetch items by id: (the stored items in request order, the ids not stored)."""
         reply = self._stub.Get(
             gateway_pb2.GetRequest(ids=list(ids)), timeout=timeout or self.timeout, metadata=self._metadata
         )
-        found = [Hit(i.id, 0.0, _NAMES.get(i.modality, "any"), dict(i.metadata), list(i.tags)) for i in reply.items]
+        found = [
+            StoredItem(i.id, _NAMES.get(i.modality, "any"), dict(i.metadata), list(i.tags), i.shard)
+            for i in reply.items
+        ]
         return found, list(reply.missing)
 
     def stats(self, timeout: float | None = None) -> Stats:

@@ -4,11 +4,17 @@ Used by `crossmodal up`, `make demo`, the end-to-end tests and the benchmarks. E
 own log file and ready file under the data directory; start() returns once all of them are SERVING.
 The fault tests use kill() (SIGKILL, as a crash) and restart(), which brings a process back on the same
 port with the same environment and data, so the gateway's configured addresses stay valid.
+
+The processes are started by module name (`python -m services.<name>`), so this module never imports the
+services. They run in the data directory, not in the caller's: every path they are given (data, logs,
+ready files, bundle, and any `CROSSMODAL_*_FILE`, `*_DIR` or `*_BUNDLE` setting: TLS material, API keys)
+is made absolute first, against the caller's working directory, which is where a relative path meant it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -24,6 +30,19 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BUNDLE = REPO_ROOT / "models" / "default"
 # Text encoders after the first take metrics ports base+3 ... base+8; the shards' start at base+10.
 MAX_TEXT_ENCODERS = 7
+# Settings that name a file or directory: a relative value would be read against the child's working
+# directory, which is not the one the caller meant.
+_PATH_SUFFIXES = ("_FILE", "_DIR", "_BUNDLE")
+
+
+def absolute_paths(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` with every non-empty CROSSMODAL_* path setting made absolute against the current directory."""
+    return {
+        name: str(Path(value).resolve())
+        if value and name.startswith("CROSSMODAL_") and name.endswith(_PATH_SUFFIXES)
+        else value
+        for name, value in env.items()
+    }
 
 
 class ClusterError(RuntimeError):
@@ -92,7 +111,14 @@ class LocalCluster:
     """Starts and stops the processes of a local cluster."""
 
     def __init__(self, spec: ClusterSpec, say: Callable[[str], None] = lambda _m: None) -> None:
-        self.spec = spec
+        # Resolved once, here: a later chdir of the caller must not move the cluster's files.
+        self.spec = dataclasses.replace(
+            spec,
+            data_dir=spec.data_dir.resolve(),
+            bundle=spec.bundle.resolve(),
+            env=absolute_paths(spec.env),
+            gateway_env=absolute_paths(spec.gateway_env),
+        )
         self.say = say
         self.processes: list[ClusterProcess] = []
         self.gateway: ClusterProcess | None = None
@@ -103,9 +129,13 @@ class LocalCluster:
         logs.mkdir(parents=True, exist_ok=True)
         ready = logs / f"{name}.ready.json"
         ready.unlink(missing_ok=True)
+        python_path = [
+            str(REPO_ROOT),
+            *(str(Path(p).resolve()) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p),
+        ]
         full = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])),
+            **absolute_paths(os.environ),
+            "PYTHONPATH": os.pathsep.join(python_path),
             "CROSSMODAL_HOST": spec.host,
             "CROSSMODAL_PORT": str(port),
             "CROSSMODAL_METRICS_PORT": str(metrics_port),
@@ -121,7 +151,8 @@ class LocalCluster:
         with open(process.log_path, "ab") as log:
             process.proc = subprocess.Popen(
                 [sys.executable, "-m", process.module],
-                cwd=REPO_ROOT,
+                # Not the repository: whatever a service writes to a relative path stays with the cluster's data.
+                cwd=self.spec.data_dir,
                 env=process.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -148,7 +179,10 @@ class LocalCluster:
                     self.say(f"  {process.name:<16} SERVING on {process.address} (metrics :{process.metrics_port})")
             if waiting and time.monotonic() > deadline:
                 names = ", ".join(p.name for p in waiting)
-                raise ClusterError(f"{names} did not become ready within {timeout:.0f}s; see {waiting[0].log_path}")
+                raise ClusterError(
+                    f"{names} did not become ready within {timeout:.0f}s; the log of {waiting[0].name} "
+                    f"({waiting[0].log_path}) ends with:\n{waiting[0].tail()}"
+                )
             time.sleep(0.05)
 
     def _port(self, base: int, offset: int) -> int:
@@ -269,7 +303,8 @@ class LocalCluster:
             try:
                 process.proc.wait(max(deadline - time.monotonic(), 0.1))
             except subprocess.TimeoutExpired:
-                process.proc.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.proc.pid, signal.SIGKILL)
                 process.proc.wait()
 
     def __enter__(self) -> LocalCluster:

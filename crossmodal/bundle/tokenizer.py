@@ -230,9 +230,3 @@ class ClipTokenizer:
     def to_json(self) -> str:
         """Return the tokenizer as ``tokenizer.json`` text."""
         return self._tok.to_str()
-
-
-def tokenizer_vocab_size(path: Path) -> int:
-    """Return the vocabulary size (with special tokens) recorded in a ``tokenizer.json``."""
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return len(data["model"]["vocab"])

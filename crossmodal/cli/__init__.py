@@ -16,7 +16,6 @@ COMMAND_MODULES: tuple[str, ...] = (
     "crossmodal.cli.search",
     "crossmodal.cli.stats",
     "crossmodal.cli.demo",
-    "crossmodal.cli.config_table",
     "crossmodal.cli.export_model",
     "crossmodal.cli.make_gallery",
     "crossmodal.cli.train_demo_model",

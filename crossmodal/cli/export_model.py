@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-PRECISION_CHOICES = ("fp32", "fp16", "int8")
+from crossmodal.bundle.manifest import PRECISIONS
 
 
 def register(subparsers: Any) -> None:
@@ -34,7 +34,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--precision",
         action="append",
-        choices=PRECISION_CHOICES,
+        choices=PRECISIONS,
         help="extra variant (repeatable): fp16 for GPUs, int8 for CPUs; fp32 is always written",
     )
     parser.add_argument("--tokenizer-json", type=Path, help="use this tokenizer.json instead of open_clip's vocabulary")

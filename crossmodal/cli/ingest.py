@@ -111,7 +111,6 @@ def run_ingest(
     if len(todo) < len(sources):
         print(f"resuming: {len(sources) - len(todo)} of {len(sources)} items already acknowledged", file=out)
     failures: Counter[str] = Counter()
-    examples: dict[str, str] = {}
     acked = 0
 
     def items() -> Iterator[Item]:
@@ -129,9 +128,7 @@ def run_ingest(
             if ack.ok:
                 acked += 1
             else:
-                reason = f"{ack.code.name}: {ack.message}"
-                failures[reason] += 1
-                examples.setdefault(reason, ack.id)
+                failures[f"{ack.code.name}: {ack.message}"] += 1
     bar.close()
     return len(todo), acked, failures
 

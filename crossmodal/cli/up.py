@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import Any
 
+from crossmodal.bundle.manifest import PRECISIONS
 from crossmodal.cluster import DEFAULT_BUNDLE, MAX_TEXT_ENCODERS, ClusterError, ClusterSpec, LocalCluster
 
 
@@ -17,7 +19,7 @@ def add_cluster_args(parser: argparse.ArgumentParser, data_dir: str) -> None:
     parser.add_argument("--shards", type=int, default=2, help="number of shards (default 2)")
     parser.add_argument("--replicas", type=int, default=1, help="replicas per shard (default 1)")
     parser.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE, help="model bundle directory")
-    parser.add_argument("--precision", choices=("fp32", "int8", "fp16"), default="fp32", help="bundle variant")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bundle variant")
     parser.add_argument("--port", type=int, default=50051, help="gateway port (0: any free port)")
     parser.add_argument("--encoder-ports", type=int, nargs=2, default=(50052, 50053), metavar=("TEXT", "IMAGE"))
     parser.add_argument(
@@ -50,20 +52,28 @@ def spec_from(args: argparse.Namespace) -> ClusterSpec:
 
 def _handler(args: argparse.Namespace) -> int:
     cluster = LocalCluster(spec_from(args), say=print)
-    print(f"starting {args.shards} shard(s) x {args.replicas} replica(s), logs in {args.data_dir / 'logs'}")
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    print(f"starting {args.shards} shard(s) x {args.replicas} replica(s), logs in {cluster.spec.data_dir / 'logs'}")
+    # The children lead sessions of their own, so a signal to `up` never reaches them: while they start,
+    # SIGTERM interrupts like Ctrl-C does, and start() stops those already running before it re-raises.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         cluster.start()
     except ClusterError as exc:
-        print(f"error: {exc}")
+        print(f"error: {exc}", file=sys.stderr, flush=True)
         return 1
-    print(f"\ncrossmodal is up: gateway at {cluster.address}; metrics of each process listed above")
-    print("  try: crossmodal search 'a red circle' --address", cluster.address)
-    print("press Ctrl-C to stop")
+    except KeyboardInterrupt:
+        print("interrupted while starting; stopped", file=sys.stderr, flush=True)
+        return 130
+    stop = threading.Event()
     try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        print(f"\ncrossmodal is up: gateway at {cluster.address}; metrics of each process listed above")
+        print("  try: crossmodal search 'a red circle' --address", cluster.address)
+        print("press Ctrl-C to stop", flush=True)
         stop.wait()
+    except KeyboardInterrupt:
+        pass  # a signal that came before the handlers above were in place: stop all the same
     finally:
         print("stopping...")
         cluster.stop()

@@ -1,4 +1,4 @@
-"""The CLI against a real cluster: `up`, `ingest` (progress, resume), `search` (table, JSON, HTML), `stats`."""
+"""The CLI and SDK against a real cluster: `up`, `ingest` (resume), `search` (table, JSON, HTML), `stats`, `get`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from crossmodal.client import Client, StoredItem
+from services.gateway.routing import shard_of
 from tests.support import ROOT, up_command, wait_for
 
 
@@ -74,3 +76,19 @@ def test_up_ingest_search_stats(tmp_path: Path, bundle_dir: Path, gallery: list[
         up.send_signal(signal.SIGINT)
         assert up.wait(60) == 0
     assert "stopped" in log.read_text()
+
+
+def test_get_returns_stored_items_with_their_shard(client: Client, gallery: list[dict[str, str]]) -> None:
+    images = [r["id"] for r in gallery]
+    ids = [images[0], images[0] + "#caption", "never-stored", *images[1:]]
+    found, missing = client.get(ids)
+    assert missing == ["never-stored"]
+    assert all(type(item) is StoredItem for item in found)
+    assert [item.id for item in found] == [i for i in ids if i != "never-stored"]  # request order
+    image, caption = found[0], found[1]
+    assert (image.modality, image.metadata, image.tags) == ("image", {"parity": "even", "kind": "image"}, ["scene"])
+    assert (caption.modality, caption.metadata["kind"], caption.tags) == ("text", "caption", [])
+    # The shard each item is stored on, as the gateway routes it; the gallery spans both shards.
+    assert {item.id: item.shard for item in found} == {item.id: shard_of(item.id, 2) for item in found}
+    assert {item.shard for item in found} == {0, 1}
+    assert not hasattr(image, "score")  # nothing was ranked

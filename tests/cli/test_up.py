@@ -1,0 +1,133 @@
+"""`crossmodal up` as a user runs it: the console script, from a directory of their own, with relative paths."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from crossmodal.client import Client, Item
+from tests.support import ROOT, wait_for
+
+CONSOLE_SCRIPT = Path(sys.executable).with_name("crossmodal")
+FREE_PORTS = ["--encoder-ports", "0", "0", "--index-base-port", "0", "--metrics-base-port", "0"]
+
+
+def _up(cwd: Path, *args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], Path]:
+    """Start `crossmodal up` in `cwd` with its output in a file there; the process and that file."""
+    command = [str(CONSOLE_SCRIPT)] if CONSOLE_SCRIPT.exists() else [sys.executable, "-m", "crossmodal.cli"]
+    output = cwd / "up.out"
+    with output.open("w") as out:
+        proc = subprocess.Popen(
+            [*command, "up", *args],
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    return proc, output
+
+
+def _service_pids(logs: Path) -> dict[str, int]:
+    """The pid each child that became SERVING wrote into its ready file."""
+    return {p.name.removesuffix(".ready.json"): json.loads(p.read_text())["pid"] for p in logs.glob("*.ready.json")}
+
+
+def _running_service(pid: int) -> bool:
+    """Whether `pid` is still a crossmodal service process (not a later process that reused the number)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z" and any(arg.startswith(b"services.") for arg in cmdline)
+
+
+@pytest.fixture()
+def elsewhere(tmp_path: Path) -> Iterator[Path]:
+    """A working directory outside the repository, with nothing of the repository left behind after."""
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    before = set(ROOT.iterdir())
+    yield cwd
+    # Hidden entries are tool caches (pytest, mypy, ruff) that other runs may create meanwhile.
+    new = sorted(p.name for p in set(ROOT.iterdir()) - before if not p.name.startswith("."))
+    assert new == [], "crossmodal up wrote into the repository"
+
+
+def test_up_from_another_directory_keeps_relative_paths_there(elsewhere: Path, bundle_dir: Path) -> None:
+    # The API keys file is relative too: a setting the cluster passes through from the caller's environment.
+    (elsewhere / "keys.txt").write_text("# the only key\nsecret-key\n")
+    bundle = os.path.relpath(bundle_dir, elsewhere)
+    up, output = _up(
+        elsewhere,
+        *("--data-dir", "run/data", "--bundle", bundle, "--shards", "2", "--port", "0", *FREE_PORTS),
+        env={"CROSSMODAL_GATEWAY_API_KEYS_FILE": "keys.txt"},
+    )
+    try:
+        found = wait_for(
+            lambda: re.search(r"gateway at ([0-9.]+:[0-9]+)", output.read_text()) or up.poll() is not None,
+            180,
+            "crossmodal up to report the gateway",
+        )
+        assert up.poll() is None, output.read_text()
+        address = found.group(1)
+        data = (elsewhere / "run" / "data").resolve()
+        assert f"logs in {data / 'logs'}" in output.read_text()
+        logs = {p.name for p in (data / "logs").iterdir()}
+        assert {"gateway.log", "encoder_text.log", "index-0-0.log", "index-1-0.ready.json"} <= logs
+        with Client(address, api_key="secret-key") as client:
+            (ack,) = list(client.ingest([Item("note-1", text="a red circle", metadata={"k": "v"})]))
+            assert ack.ok, ack
+            found_items, missing = client.get(["note-1"])
+            assert [(i.id, i.metadata, i.shard) for i in found_items] == [("note-1", {"k": "v"}, ack.shard)]
+            assert missing == []
+        # The shard wrote its store under the caller's data directory, in the shard the item went to.
+        assert list((data / "index" / "replica-0").glob(f"shard-{ack.shard}/*"))
+        with Client(address) as anonymous, pytest.raises(grpc.RpcError) as refused:
+            anonymous.stats()
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        up.send_signal(signal.SIGINT)
+        status = up.wait(90)
+    assert status == 0, output.read_text()
+    assert "stopped" in output.read_text()
+
+
+def test_a_child_that_fails_at_start_stops_the_others(elsewhere: Path, bundle_dir: Path) -> None:
+    # The gateway starts last, once every other child is SERVING; a port held here makes its bind fail.
+    # The holder does not set SO_REUSEPORT, so gRPC's bind (which does) is refused.
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        up, output = _up(
+            elsewhere,
+            *("--data-dir", "data", "--bundle", str(bundle_dir), "--shards", "2", "--port", str(taken), *FREE_PORTS),
+        )
+        try:
+            status = up.wait(240)
+        finally:
+            if up.poll() is None:
+                up.kill()
+    text = output.read_text()
+    assert status == 1, text
+    logs = elsewhere / "data" / "logs"
+    pids = _service_pids(logs)
+    # Every other child did start (their ready files name them), so "none left" below says something.
+    assert set(pids) == {"encoder_text", "encoder_image", "index-0-0", "index-1-0"}, text
+    assert [name for name, pid in pids.items() if _running_service(pid)] == []
+    error = text[text.index("error: ") :]
+    assert error.startswith("error: gateway exited with status 1"), text
+    gateway_log = (logs / "gateway.log").read_text().splitlines()
+    assert gateway_log and gateway_log[-1] in error  # the tail of the failed child's log is shown
