@@ -165,12 +165,14 @@ class ReplicaStats(_message.Message):
     def __init__(self, address: _Optional[str] = ..., healthy: _Optional[bool] = ..., count: _Optional[int] = ..., snapshot_age_seconds: _Optional[float] = ..., error: _Optional[str] = ...) -> None: ...
 
 class GatewayShardStats(_message.Message):
-    __slots__ = ("shard", "replicas")
+    __slots__ = ("shard", "replicas", "count")
     SHARD_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
     shard: int
     replicas: _containers.RepeatedCompositeFieldContainer[ReplicaStats]
-    def __init__(self, shard: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[ReplicaStats, _Mapping]]] = ...) -> None: ...
+    count: int
+    def __init__(self, shard: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[ReplicaStats, _Mapping]]] = ..., count: _Optional[int] = ...) -> None: ...
 
 class GetStatsResponse(_message.Message):
     __slots__ = ("model_id", "dim", "shards", "total_count")

@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 
 from services.common.interceptors import responses, wrap_handler
+from services.gateway.config import GatewayConfig
 from services.gateway.metrics import ADMISSION_IN_FLIGHT, SHED_REQUESTS
 
 GATEWAY_SERVICE = "crossmodal.v1.GatewayService"
@@ -25,13 +26,12 @@ GATEWAY_SERVICE = "crossmodal.v1.GatewayService"
 class Gate:
     """A bound on the calls of one method in progress at once; 0 means unbounded."""
 
-    def __init__(self, method: str, limit: int, what: str, setting: str) -> None:
+    def __init__(self, method: str, limit: int, what: str, setting: str, note: str = "") -> None:
         self.method = method
         self.limit = limit
         self.in_flight = 0
-        self.message = (
-            f"gateway at capacity: {limit} {what} ({setting}); retry with backoff" if limit else "gateway at capacity"
-        )
+        self.message = f"gateway at capacity: {limit} {what} ({setting}); " + (f"{note}; " if note else "")
+        self.message += "retry with backoff"
         self._gauge = ADMISSION_IN_FLIGHT.labels(method)
         self._shed = SHED_REQUESTS.labels(method)
 
@@ -51,14 +51,19 @@ class Gate:
         self._gauge.set(self.in_flight)
 
 
-def gates(max_in_flight_searches: int, max_ingest_streams: int) -> dict[str, Gate]:
+def gates(config: GatewayConfig) -> dict[str, Gate]:
     """The gateway's gates by full method name."""
     return {
         f"/{GATEWAY_SERVICE}/Search": Gate(
-            "Search", max_in_flight_searches, "searches in flight", "CROSSMODAL_GATEWAY_MAX_IN_FLIGHT_SEARCHES"
+            "Search", config.max_in_flight_searches, "searches in flight", "CROSSMODAL_GATEWAY_MAX_IN_FLIGHT_SEARCHES"
         ),
         f"/{GATEWAY_SERVICE}/Ingest": Gate(
-            "Ingest", max_ingest_streams, "ingest streams open", "CROSSMODAL_GATEWAY_MAX_INGEST_STREAMS"
+            "Ingest",
+            config.max_ingest_streams,
+            "ingest streams open",
+            "CROSSMODAL_GATEWAY_MAX_INGEST_STREAMS",
+            # A slot held by an idle stream frees itself; say when, so a caller knows how long to back off.
+            f"a stream idle for {config.ingest_idle_seconds:g} s is closed",
         ),
     }
 

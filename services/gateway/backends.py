@@ -21,46 +21,18 @@ from typing import TypeVar
 
 import grpc
 
-from crossmodal.client import RECONNECT_OPTIONS
+from crossmodal.transport import FAILOVER, RECONNECT_OPTIONS, code_of
 from crossmodal.v1 import encoder_pb2, encoder_pb2_grpc, index_pb2_grpc
 from services.common.channels import open_channel
 from services.common.config import TLSConfig
+from services.gateway.errors import BackendError, GatewayError, describe_error, status_of
 from services.gateway.metrics import ENCODER_RETRIES, HEDGED_REQUESTS, SHARD_ERRORS
 
 T = TypeVar("T")
 
-# Codes that say "try elsewhere": the peer is down, overloaded, or did not answer in time.
-RETRYABLE = frozenset(
-    {
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.CANCELLED,
-        grpc.StatusCode.INTERNAL,
-        grpc.StatusCode.UNKNOWN,
-    }
-)
+OK = grpc.StatusCode.OK.value[0]
 # A replica that failed is tried last for this long, so traffic leaves it without being starved forever.
 _PENALTY_SECONDS = 5.0
-
-
-class BackendError(Exception):
-    """A downstream call failed on every address tried; `code` is the status to report."""
-
-    def __init__(self, code: grpc.StatusCode, message: str, failed: Sequence[str] = ()) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.failed = list(failed)
-
-
-def describe_error(error: BaseException) -> str:
-    """A one-line description of a downstream failure."""
-    if isinstance(error, grpc.aio.AioRpcError):
-        return f"{error.code().name}: {error.details()}"
-    if isinstance(error, asyncio.TimeoutError):
-        return "DEADLINE_EXCEEDED: no answer in time"
-    return repr(error)
 
 
 class EncoderPool:
@@ -96,7 +68,7 @@ class EncoderPool:
             try:
                 return await fn(self._stubs[index])
             except grpc.aio.AioRpcError as exc:
-                if exc.code() not in RETRYABLE:
+                if exc.code() not in FAILOVER:
                     raise
                 self._last_failure[index] = time.monotonic()
                 errors.append(f"{self.addresses[index]}: {describe_error(exc)}")
@@ -136,8 +108,8 @@ class Replica:
         return time.monotonic() - self.last_failure < _PENALTY_SECONDS
 
 
-class Shard:
-    """The replicas of one shard."""
+class ShardClient:
+    """The gateway's client of one shard: its replicas, read one at a time (hedged) and written together."""
 
     def __init__(self, number: int, addresses: Sequence[str], *, tls: TLSConfig | None, max_message_bytes: int) -> None:
         self.number = number
@@ -195,7 +167,7 @@ class Shard:
                     error = task.exception()
                     if error is None:
                         return task.result()
-                    if isinstance(error, grpc.aio.AioRpcError) and error.code() not in RETRYABLE:
+                    if isinstance(error, grpc.aio.AioRpcError) and error.code() not in FAILOVER:
                         raise error
                     self._failed(replica)
                     errors.append(f"{replica.address}: {describe_error(error)}")
@@ -207,7 +179,6 @@ class Shard:
             raise BackendError(
                 grpc.StatusCode.UNAVAILABLE,
                 f"shard {self.number} did not answer ({'; '.join(errors)})",
-                [r.address for r in order],
             )
         finally:
             for task in pending:
@@ -229,10 +200,47 @@ class Shard:
             await replica.channel.close()
 
 
-def status_of(error: BaseException) -> grpc.StatusCode:
-    """The status code a downstream failure should be reported with."""
-    if isinstance(error, grpc.aio.AioRpcError):
-        return error.code()
-    if isinstance(error, BackendError):
-        return error.code
-    return grpc.StatusCode.UNAVAILABLE
+@dataclass
+class Encoded:
+    """One item's encoding: its vector, or why it has none."""
+
+    vector: list[float] | None
+    error: GatewayError | None = None
+
+
+@dataclass
+class Backends:
+    """Everything the gateway calls, once both encoders have agreed on the model they serve."""
+
+    text: EncoderPool
+    image: EncoderPool
+    shards: list[ShardClient]
+    model_id: str
+    dim: int
+
+    async def encode(self, pool: EncoderPool, items: list[encoder_pb2.EncodeItem], timeout: float) -> list[Encoded]:
+        """Encode `items` with one pool; per item, its vector or the error to report for it."""
+        try:
+            response = await pool.encode(items, timeout)
+        except (grpc.aio.AioRpcError, BackendError) as exc:
+            error = GatewayError(status_of(exc)[0], f"{pool.modality} encoder failed: {describe_error(exc)}")
+            return [Encoded(None, error)] * len(items)
+        if response.model_id != self.model_id:
+            error = GatewayError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"{pool.modality} encoder serves model {response.model_id}, the collection uses {self.model_id}",
+            )
+            return [Encoded(None, error)] * len(items)
+        return [
+            Encoded(list(r.vector))
+            if r.status.code == OK
+            else Encoded(None, GatewayError(code_of(r.status.code), r.status.message))
+            for r in response.results
+        ]
+
+    async def close(self) -> None:
+        """Close every channel."""
+        await self.text.close()
+        await self.image.close()
+        for shard in self.shards:
+            await shard.close()

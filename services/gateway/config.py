@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from services.common.config import ConfigError, ServerConfig, setting
+from services.common.limits import Limits
 
 DEFAULT_PORT = 50051
 DEFAULT_METRICS_PORT = 9100
@@ -31,6 +32,7 @@ class GatewayConfig:
     """Everything the gateway reads from the environment."""
 
     server: ServerConfig = dataclasses.field(default_factory=ServerConfig)
+    limits: Limits = dataclasses.field(default_factory=Limits)
     text_encoders: tuple[str, ...] = setting(
         "GATEWAY_TEXT_ENCODERS",
         ("127.0.0.1:50052",),
@@ -67,15 +69,6 @@ class GatewayConfig:
     )
     encode_timeout_ms: int = setting("GATEWAY_ENCODE_TIMEOUT_MS", 30_000, "Deadline of one encoder call.", min=1)
     default_k: int = setting("GATEWAY_DEFAULT_K", 10, "K when a search leaves it 0.", min=1)
-    max_k: int = setting("GATEWAY_MAX_K", 1000, "Largest K a search may ask for.", min=1)
-    max_text_chars: int = setting("GATEWAY_MAX_TEXT_CHARS", 2048, "Longest query or item text, in characters.", min=1)
-    max_image_bytes: int = setting(
-        "GATEWAY_MAX_IMAGE_BYTES", 20 * 1024 * 1024, "Largest query or item image, in bytes.", min=1
-    )
-    max_batch: int = setting("GATEWAY_MAX_BATCH", 1000, "Most ids in one Delete or Get.", min=1)
-    max_metadata_bytes: int = setting(
-        "GATEWAY_MAX_METADATA_BYTES", 4096, "Most bytes of metadata (keys, values, tags) per item.", min=0
-    )
     ingest_batch: int = setting(
         "GATEWAY_INGEST_BATCH", 32, "Items of an ingest stream encoded and written together.", min=1, max=1024
     )
@@ -90,6 +83,14 @@ class GatewayConfig:
         min=1,
         max=64,
     )
+    ingest_idle_seconds: float = setting(
+        "GATEWAY_INGEST_IDLE_SECONDS",
+        60.0,
+        "An Ingest stream that sends no item for this long while none of its batches is in flight is closed "
+        "with DEADLINE_EXCEEDED, so idle clients cannot hold every ingest slot.",
+        min=0.1,
+        max=86_400,
+    )
     max_in_flight_searches: int = setting(
         "GATEWAY_MAX_IN_FLIGHT_SEARCHES",
         32,
@@ -102,7 +103,8 @@ class GatewayConfig:
         "GATEWAY_MAX_INGEST_STREAMS",
         8,
         "Ingest streams open at once; one more is refused at once with RESOURCE_EXHAUSTED. Each stream "
-        "keeps up to INGEST_CONCURRENCY x INGEST_BATCH items in flight. 0: unbounded.",
+        "keeps up to INGEST_CONCURRENCY x INGEST_BATCH items in flight; an idle one is closed after "
+        "INGEST_IDLE_SECONDS. 0: unbounded.",
         min=0,
     )
     api_keys_file: Path | None = setting(
@@ -130,8 +132,8 @@ class GatewayConfig:
             )
         if self.api_keys_file is not None and not self.api_keys_file.is_file():
             raise ConfigError(f"CROSSMODAL_GATEWAY_API_KEYS_FILE: no such file: {self.api_keys_file}")
-        if self.default_k > self.max_k:
-            raise ConfigError("CROSSMODAL_GATEWAY_DEFAULT_K must not exceed CROSSMODAL_GATEWAY_MAX_K")
+        if self.default_k > self.limits.max_k:
+            raise ConfigError("CROSSMODAL_GATEWAY_DEFAULT_K must not exceed CROSSMODAL_MAX_K")
 
     @property
     def shard_map(self) -> tuple[tuple[str, ...], ...]:

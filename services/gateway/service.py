@@ -12,9 +12,10 @@ from crossmodal.v1 import gateway_pb2_grpc
 from services.common.config import ConfigError
 from services.gateway.admission import AdmissionInterceptor, gates
 from services.gateway.auth import AuthInterceptor, load_api_keys
-from services.gateway.backends import BackendError, EncoderPool, Shard
+from services.gateway.backends import Backends, EncoderPool, ShardClient
 from services.gateway.config import GatewayConfig
-from services.gateway.servicer import ErrorMapping, GatewayServicer
+from services.gateway.errors import BackendError, ErrorMapping
+from services.gateway.servicer import GatewayServicer
 
 log = structlog.get_logger("gateway")
 
@@ -33,8 +34,8 @@ class GatewayService:
         self.interceptors = [
             AuthInterceptor(keys, config.rate_limit_rps, config.rate_limit_burst),
             # After auth, so unauthenticated or over-rate calls never take a slot.
-            AdmissionInterceptor(gates(config.max_in_flight_searches, config.max_ingest_streams)),
-            ErrorMapping(self.servicer),
+            AdmissionInterceptor(gates(config)),
+            ErrorMapping(lambda: self.servicer.ready),
         ]
 
     def register(self, server: grpc.aio.Server) -> Sequence[str]:
@@ -47,16 +48,18 @@ class GatewayService:
         # Channels belong to the running event loop, so they are opened here and not in __init__.
         server = self.config.server
         tls, size = server.client_tls, server.max_message_bytes
-        self.text = EncoderPool("text", self.config.text_encoders, tls=tls, max_message_bytes=size)
-        self.image = EncoderPool("image", self.config.image_encoders, tls=tls, max_message_bytes=size)
-        self.shards = [
-            Shard(n, replicas, tls=tls, max_message_bytes=size) for n, replicas in enumerate(self.config.shard_map)
+        text_pool = EncoderPool("text", self.config.text_encoders, tls=tls, max_message_bytes=size)
+        image_pool = EncoderPool("image", self.config.image_encoders, tls=tls, max_message_bytes=size)
+        shards = [
+            ShardClient(n, replicas, tls=tls, max_message_bytes=size)
+            for n, replicas in enumerate(self.config.shard_map)
         ]
+        self.backends = Backends(text_pool, image_pool, shards, model_id="", dim=0)
         delay = 0.2
         while True:
             try:
-                text = await self.text.model_info(timeout=5.0)
-                image = await self.image.model_info(timeout=5.0)
+                text = await text_pool.model_info(timeout=5.0)
+                image = await image_pool.model_info(timeout=5.0)
                 break
             except (BackendError, grpc.aio.AioRpcError) as exc:
                 log.info("waiting for encoders", error=str(exc))
@@ -67,12 +70,10 @@ class GatewayService:
                 f"the text encoder serves {text.model_id} (dim {text.dim}) but the image encoder "
                 f"serves {image.model_id} (dim {image.dim}); both must serve the same bundle"
             )
-        self.servicer.attach(self.text, self.image, self.shards, text.model_id, text.dim)
-        log.info("model", model_id=text.model_id, dim=text.dim, shards=len(self.shards))
+        self.backends.model_id, self.backends.dim = text.model_id, text.dim
+        self.servicer.attach(self.backends)
+        log.info("model", model_id=text.model_id, dim=text.dim, shards=len(shards))
 
     async def stop(self) -> None:
         """Close the downstream channels."""
-        await self.text.close()
-        await self.image.close()
-        for shard in self.shards:
-            await shard.close()
+        await self.backends.close()

@@ -62,8 +62,25 @@ def cluster(
         yield running
 
 
+@pytest.fixture(scope="session")
+def scratch_cluster(
+    tmp_path_factory: pytest.TempPathFactory,
+    bundle_dir: Path,  # noqa: F811
+) -> Iterator[LocalCluster]:
+    """An empty 2 shards x 1 replica cluster for the tests that write; the shared `cluster` is read-only."""
+    with LocalCluster(cluster_spec(tmp_path_factory.mktemp("scratch"), bundle_dir, replicas=1)) as running:
+        yield running
+
+
 @pytest.fixture()
 def client(cluster: LocalCluster) -> Iterator[Client]:
     """A client of the shared cluster's gateway."""
     with Client(cluster.address) as c:
+        yield c
+
+
+@pytest.fixture()
+def scratch_client(scratch_cluster: LocalCluster) -> Iterator[Client]:
+    """A client of the cluster the writing tests share."""
+    with Client(scratch_cluster.address) as c:
         yield c

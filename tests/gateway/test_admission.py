@@ -110,3 +110,43 @@ def test_an_ingest_stream_beyond_the_limit_is_shed(limited: LocalCluster) -> Non
     wait_for_gauge(limited, "Ingest", 0)
     with Client(limited.address) as client:
         assert all(a.ok for a in client.ingest([Item("y", text="a small star")]))
+
+
+def test_an_idle_ingest_stream_is_closed_and_frees_its_slot(tmp_path: Path, bundle_dir: Path) -> None:
+    idle_seconds = 3
+    spec = cluster_spec(
+        tmp_path / "c",
+        bundle_dir,
+        shards=1,
+        replicas=1,
+        CROSSMODAL_GATEWAY_MAX_INGEST_STREAMS="1",
+        CROSSMODAL_GATEWAY_INGEST_IDLE_SECONDS=str(idle_seconds),
+    )
+    release = threading.Event()
+
+    def idle() -> Iterator[gateway_pb2.IngestRequest]:
+        yield gateway_pb2.IngestRequest(id="first", text="a green triangle")
+        release.wait(60)  # a client that opened a stream and went quiet
+
+    with LocalCluster(spec) as running, grpc.insecure_channel(running.address) as channel:
+        stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+        first = stub.Ingest(idle(), timeout=30)
+        try:
+            assert next(first).status.code == 0
+            started = time.monotonic()
+            # While it holds the only slot, another stream is shed and told when an idle slot frees itself.
+            with pytest.raises(grpc.RpcError) as shed:
+                list(stub.Ingest(iter([gateway_pb2.IngestRequest(id="x", text="a star")]), timeout=30))
+            assert shed.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert f"a stream idle for {idle_seconds} s is closed; retry with backoff" in shed.value.details()
+            # The idle stream is closed by the gateway, long before the client's own 30 s deadline.
+            with pytest.raises(grpc.RpcError) as closed:
+                list(first)
+            assert closed.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert "CROSSMODAL_GATEWAY_INGEST_IDLE_SECONDS" in closed.value.details()
+            assert time.monotonic() - started < 20
+        finally:
+            release.set()
+        wait_for_gauge(running, "Ingest", 0)
+        with Client(running.address) as client:
+            assert all(a.ok for a in client.ingest([Item("second", text="a small star")]))

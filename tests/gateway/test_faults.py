@@ -80,3 +80,37 @@ def test_a_slow_shard_is_skipped_within_the_deadline(tmp_path: Path, bundle_dir:
             )
         finally:
             restarted.terminate()
+
+
+def test_stats_ask_every_replica_within_the_callers_deadline_and_count_the_fullest(
+    tmp_path: Path, bundle_dir: Path
+) -> None:
+    spec = cluster_spec(tmp_path / "c", bundle_dir, shards=1, replicas=2)
+    with LocalCluster(spec) as running, Client(running.address) as client:
+        assert all(a.ok for a in client.ingest(Item(f"t{i}", text=f"caption {i}") for i in range(10)))
+        lagging = running.by_name("index-0-0")
+        lagging.proc.terminate()  # type: ignore[union-attr]
+        lagging.proc.wait(30)  # type: ignore[union-attr]
+        # Direct mode: the replica that is down misses these writes (the acks say so); the other stores them.
+        acks = list(client.ingest(Item(f"u{i}", text=f"later caption {i}") for i in range(5)))
+        assert all(not a.ok and a.failed_replicas == [lagging.address] for a in acks)
+        # Back on its port, answering GetShardStats only after 2.5 s (beyond the old fixed 2 s timeout).
+        env = {k: v for k, v in lagging.env.items() if k.startswith("CROSSMODAL_INDEX_")}
+        env.update(
+            CROSSMODAL_PORT=str(lagging.port),
+            CROSSMODAL_FAULT_DELAY_MS="2500",
+            CROSSMODAL_FAULT_METHODS="GetShardStats",
+        )
+        restarted = ServiceProcess("services.index", tmp_path / "slow", env).wait_ready()
+        try:
+            # The gateway reconnects within about a second of the restart (bounded poll).
+            deadline = time.monotonic() + 30
+            while not (stats := client.stats(timeout=15)).shards[0][0].healthy and time.monotonic() < deadline:
+                time.sleep(0.2)
+            replicas = stats.shards[0]
+            assert [r.healthy for r in replicas] == [True, True], replicas
+            assert [r.count for r in replicas] == [10, 15]
+            # The shard holds what its fullest healthy replica holds, not what the first one listed does.
+            assert stats.total_count == 15
+        finally:
+            restarted.terminate()

@@ -10,8 +10,9 @@ import pytest
 
 from crossmodal.client import Client, Item, build_filter
 from crossmodal.cluster import LocalCluster
-from crossmodal.v1 import index_pb2, index_pb2_grpc
+from crossmodal.v1 import index_pb2, index_pb2_grpc, types_pb2
 from services.gateway.routing import shard_of
+from tests.support import metric_value, metrics_text
 
 
 def _stored_vectors(cluster: LocalCluster, shards: int = 2) -> dict[str, tuple[np.ndarray, str]]:
@@ -90,8 +91,8 @@ def test_filters_apply_across_shards(client: Client, gallery: list[dict[str, str
     ("kwargs", "code", "fragment"),
     [
         ({"text": "   "}, grpc.StatusCode.INVALID_ARGUMENT, "empty"),
-        ({"text": "x" * 5000}, grpc.StatusCode.INVALID_ARGUMENT, "CROSSMODAL_GATEWAY_MAX_TEXT_CHARS"),
-        ({"text": "red", "k": 5000}, grpc.StatusCode.INVALID_ARGUMENT, "CROSSMODAL_GATEWAY_MAX_K"),
+        ({"text": "x" * 5000}, grpc.StatusCode.INVALID_ARGUMENT, "CROSSMODAL_MAX_TEXT_CHARS"),
+        ({"text": "red", "k": 5000}, grpc.StatusCode.INVALID_ARGUMENT, "CROSSMODAL_MAX_K"),
         ({"vector": [1.0, 2.0]}, grpc.StatusCode.INVALID_ARGUMENT, "dimension"),
         ({"image": b"not an image"}, grpc.StatusCode.INVALID_ARGUMENT, "image"),
     ],
@@ -103,7 +104,11 @@ def test_bad_queries_get_a_clear_status(client: Client, kwargs: dict, code: grpc
     assert fragment in info.value.details()  # type: ignore[attr-defined]
 
 
-def test_ingest_rejects_bad_items_alone_and_replaces_resent_ids(client: Client, gallery: list[dict[str, str]]) -> None:
+def test_ingest_rejects_bad_items_alone_and_replaces_resent_ids(
+    scratch_client: Client, gallery: list[dict[str, str]]
+) -> None:
+    # On a cluster of its own: the shared one stays exactly as the gallery left it for the other tests.
+    client = scratch_client
     items = [
         Item("fresh-1", text="a small orange heart", metadata={"v": "1"}),
         Item("", text="no id"),
@@ -134,3 +139,32 @@ def test_stats_count_every_replica(client: Client) -> None:
     for replicas in stats.shards.values():
         assert len(replicas) == 2 and all(r.healthy for r in replicas)
         assert replicas[0].count == replicas[1].count
+
+
+def _shard_searches(cluster: LocalCluster) -> float:
+    """SearchShard calls every index process has served, whatever their status."""
+    total = 0.0
+    for process in cluster.processes:
+        if process.module == "services.index":
+            text = metrics_text(process.metrics_port)
+            total += sum(
+                metric_value(text, "crossmodal_rpc_requests_total", method="SearchShard", code=code.name)
+                for code in grpc.StatusCode
+            )
+    return total
+
+
+def test_an_oversized_filter_is_refused_by_the_gateway_before_any_shard_is_asked(
+    client: Client, cluster: LocalCluster
+) -> None:
+    huge = types_pb2.Filter(clauses=[types_pb2.FilterClause(key=f"k{i}", any_of=["v"]) for i in range(100_000)])
+    before = _shard_searches(cluster)
+    with pytest.raises(grpc.RpcError) as info:
+        client.search("a red circle", filter=huge)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    assert info.value.details() == "more than 16 filter clauses"  # type: ignore[attr-defined]
+    assert _shard_searches(cluster) == before
+    # The same limit as the shards': 16 clauses pass and are answered.
+    ok = types_pb2.Filter(clauses=[types_pb2.FilterClause(key=f"k{i}", any_of=["v"]) for i in range(16)])
+    assert client.search("a red circle", filter=ok).hits == []
+    assert _shard_searches(cluster) >= before + 2  # one replica of each shard (or more, if a read was hedged)

@@ -1,0 +1,134 @@
+"""Search and lookup across the shards: the query vector, the fan-out within the deadline, the exact merge.
+
+A shard that cannot answer in time (every replica down, overloaded or past the deadline) makes the answer
+partial: the shard is named in `partial_shards` and the others' hits are merged. Anything else a shard
+says is reported as it is (a refused filter is the caller's error), and an error that is neither is a
+bug: INTERNAL, logged with its traceback, never disguised as an outage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+import grpc
+import structlog
+
+from crossmodal.v1 import encoder_pb2, gateway_pb2, index_pb2
+from services.gateway.backends import Backends, ShardClient
+from services.gateway.config import GatewayConfig
+from services.gateway.errors import BackendError, GatewayError
+from services.gateway.metrics import PARTIAL_RESPONSES, SHARD_SEARCH_SECONDS
+from services.gateway.routing import group_by_shard, merge_top_k
+
+log = structlog.get_logger("gateway")
+
+# Time kept back from the caller's deadline to merge and answer after the shards replied.
+_DEADLINE_MARGIN = 0.02
+
+
+class Searcher:
+    """Answers checked Search and Get requests from the shards."""
+
+    def __init__(self, config: GatewayConfig, backends: Backends) -> None:
+        self.config = config
+        self.backends = backends
+        self._timeout = config.search_timeout_ms / 1000
+        self._hedge = config.hedge_delay_ms / 1000
+
+    async def search(self, request: gateway_pb2.SearchRequest, remaining: float | None) -> gateway_pb2.SearchResponse:
+        """The merged top-K of every shard for a checked request; `remaining` is the caller's time left."""
+        k = request.k or self.config.default_k
+        vector, exclude = await self._query_vector(request)
+        timeout = self._timeout if remaining is None else min(self._timeout, remaining - _DEADLINE_MARGIN)
+        if timeout <= 0:
+            raise GatewayError(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline expired before the shards were asked")
+        shard_request = index_pb2.SearchShardRequest(
+            vector=vector,
+            # One more for the excluded item, but never past the limit the shards share with us: at K = MAX_K
+            # a "more like this" search may answer K - 1 results rather than fail.
+            k=min(k + (1 if exclude else 0), self.config.limits.max_k),
+            modality=request.target,
+            filter=request.filter,
+            exact=request.exact,
+            model_id=self.backends.model_id,
+        )
+        shards = self.backends.shards
+        answers = await asyncio.gather(*(self._ask(s, shard_request, timeout) for s in shards), return_exceptions=True)
+        hits: list[Sequence[index_pb2.SearchHit]] = []
+        partial: list[int] = []
+        for shard, answer in zip(shards, answers, strict=True):
+            if isinstance(answer, BackendError):
+                log.warning("shard skipped", shard=shard.number, error=answer.message)
+                partial.append(shard.number)
+            elif isinstance(answer, grpc.aio.AioRpcError):
+                # What a shard refuses (a bad filter, the wrong model) is the caller's error: report it as is.
+                raise GatewayError(answer.code(), f"shard {shard.number}: {answer.details()}")
+            elif isinstance(answer, BaseException):
+                raise answer
+            else:
+                hits.append(answer)
+        if partial:
+            PARTIAL_RESPONSES.inc()
+            if request.require_complete:
+                raise GatewayError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"shards {partial} did not answer in time and complete results were required",
+                )
+        merged = merge_top_k(hits, k, exclude=exclude)
+        return gateway_pb2.SearchResponse(
+            results=[
+                gateway_pb2.SearchResult(id=h.id, score=h.score, modality=h.modality, metadata=h.metadata, tags=h.tags)
+                for h in merged
+            ],
+            partial_shards=partial,
+            model_id=self.backends.model_id,
+        )
+
+    async def _ask(
+        self, shard: ShardClient, request: index_pb2.SearchShardRequest, timeout: float
+    ) -> list[index_pb2.SearchHit]:
+        started = time.perf_counter()
+        one = index_pb2.SearchShardRequest()
+        one.CopyFrom(request)
+        one.shard = shard.number
+        reply = await shard.read(lambda stub, t: stub.SearchShard(one, timeout=t), timeout, self._hedge)
+        SHARD_SEARCH_SECONDS.labels(str(shard.number)).observe(time.perf_counter() - started)
+        return list(reply.hits)
+
+    async def _query_vector(self, request: gateway_pb2.SearchRequest) -> tuple[list[float], str | None]:
+        which = request.WhichOneof("query")
+        if which == "vector":
+            return list(request.vector.values), None
+        if which == "like_id":
+            found = await self.get([request.like_id], include_vectors=True)
+            if not found:
+                raise GatewayError(grpc.StatusCode.NOT_FOUND, f"no stored item has the id {request.like_id!r}")
+            return list(found[0][1].vector), request.like_id
+        backends = self.backends
+        if which == "text":
+            pool, item = backends.text, encoder_pb2.EncodeItem(text=request.text)
+        else:
+            pool, item = backends.image, encoder_pb2.EncodeItem(image=request.image)
+        (result,) = await backends.encode(pool, [item], self.config.encode_timeout_ms / 1000)
+        if result.error is not None:
+            raise result.error
+        assert result.vector is not None
+        return result.vector, None
+
+    async def get(self, ids: Sequence[str], include_vectors: bool) -> list[tuple[int, index_pb2.IndexItem]]:
+        """The stored items among `ids` with their shard numbers, in request order."""
+        shards = self.backends.shards
+        groups = group_by_shard(ids, len(shards))
+
+        async def fetch(shard: ShardClient, positions: list[int]) -> list[index_pb2.IndexItem]:
+            request = index_pb2.GetVectorsRequest(
+                shard=shard.number, ids=[ids[p] for p in positions], include_vectors=include_vectors
+            )
+            reply = await shard.read(lambda stub, t: stub.GetVectors(request, timeout=t), self._timeout, self._hedge)
+            return list(reply.items)
+
+        replies = await asyncio.gather(*(fetch(shards[s], p) for s, p in groups.items()))
+        found = {item.id: (number, item) for number, items in zip(groups, replies, strict=True) for item in items}
+        return [found[i] for i in ids if i in found]
