@@ -18,8 +18,10 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from crossmodal.v1 import types_pb2
 from services.common.config import setting
 
+MODALITIES = (int(types_pb2.MODALITY_IMAGE), int(types_pb2.MODALITY_TEXT))
 MAX_ID_BYTES = 256
 MAX_TAGS = 64
 MAX_FILTER_CLAUSES = 16
@@ -47,9 +49,7 @@ class Limits:
         "MAX_BATCH", 1000, "Most ids in one Delete or Get, or items in one internal upsert.", min=1, max=100_000
     )
     max_text_chars: int = setting("MAX_TEXT_CHARS", 2048, "Longest query or item text, in characters.", min=1)
-    max_image_bytes: int = setting(
-        "MAX_IMAGE_BYTES", 20 * 1024 * 1024, "Largest query or item image, in bytes.", min=1
-    )
+    max_image_bytes: int = setting("MAX_IMAGE_BYTES", 20 * 1024 * 1024, "Largest query or item image, in bytes.", min=1)
     max_metadata_bytes: int = setting(
         "MAX_METADATA_BYTES", 4096, "Most bytes of metadata (keys, values and tags together) per item.", min=0
     )
@@ -130,11 +130,11 @@ def check_id(item_id: str, what: str = "id") -> None:
         raise LimitError(f"{what} {item_id[:40]!r}... is longer than {MAX_ID_BYTES} bytes")
 
 
-def check_filter(clauses: Iterable[tuple[str, Sequence[str]]], tags_all: Sequence[str], tags_any: Sequence[str]) -> None:
+def check_filter(
+    clauses: Iterable[tuple[str, Sequence[str]]], tags_all: Sequence[str], tags_any: Sequence[str]
+) -> None:
     """Refuse filters with too many or oversized clauses, values or tags, or empty keys or tags."""
-    count = 0
-    for key, values in clauses:
-        count += 1
+    for count, (key, values) in enumerate(clauses, start=1):
         # Counted before each clause is read, so a 100,000-clause filter is refused at the 17th.
         if count > MAX_FILTER_CLAUSES:
             raise LimitError(f"more than {MAX_FILTER_CLAUSES} filter clauses")
@@ -176,3 +176,11 @@ def check_vector(vector: np.ndarray, dim: int, what: str = "vector") -> None:
         unit_norm = float(np.linalg.norm(unit_rows(vector).astype(np.float64)))
     if not abs(unit_norm - 1.0) < 1e-3:
         raise LimitError(f"{what} cannot be scaled to unit length in float32 (length {norm:.3g}); send it normalised")
+
+
+def check_modality(modality: int, allow_unspecified: bool) -> None:
+    """Refuse unknown modality numbers (and MODALITY_UNSPECIFIED where an item needs one)."""
+    if modality == 0 and allow_unspecified:
+        return
+    if modality not in MODALITIES:
+        raise LimitError(f"modality {modality} is not MODALITY_IMAGE or MODALITY_TEXT")
