@@ -11,7 +11,7 @@ PROTO_DIR := protos
 PROTOS := $(wildcard $(PROTO_DIR)/crossmodal/v1/*.proto)
 GEN_DIR := crossmodal/v1
 
-.PHONY: setup setup-export protos protos-check test test-all demo bench reliability lint typecheck clean
+.PHONY: setup setup-export protos protos-check config-table test test-all demo bench reliability lint typecheck clean
 
 # The virtualenv with the service packages, the dev tools and the package in editable mode.
 $(STAMP): pyproject.toml constraints.txt
@@ -36,6 +36,10 @@ protos: $(STAMP)
 # Fails when the checked-in generated code differs from what `make protos` would write.
 protos-check: $(STAMP)
 	$(PY) scripts/check_protos.py
+
+# Rewrites the README's configuration table from the services' typed settings (a test checks it is current).
+config-table: $(STAMP)
+	$(PY) scripts/config_table.py --update README.md
 
 test: $(EXPORT_STAMP) protos-check
 	bash scripts/install_prometheus.sh

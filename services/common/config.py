@@ -3,7 +3,7 @@
 Each service declares a frozen dataclass whose fields are made with `setting(...)`. `load_config`
 reads the environment, converts each value to the field's type, checks its bounds and raises
 `ConfigError` naming the variable when a value is wrong. The same declarations feed the README's
-configuration table (`crossmodal config-table`), so the documentation cannot drift from the code.
+configuration table (`scripts/config_table.py`), so the documentation cannot drift from the code.
 """
 
 from __future__ import annotations

@@ -226,6 +226,9 @@ Also hashed into the pods' checksum/config annotation, so pods roll when it chan
 {{- $_ := set $env "CROSSMODAL_LOG_FORMAT" $root.Values.config.logFormat -}}
 {{- $_ := set $env "CROSSMODAL_GRACE_SECONDS" (include "crossmodal.envValue" $root.Values.drain.graceSeconds) -}}
 {{- $_ := set $env "CROSSMODAL_MAX_MESSAGE_BYTES" (include "crossmodal.envValue" $root.Values.config.maxMessageBytes) -}}
+{{- range $k, $v := ($root.Values.config.limits | default dict) -}}
+{{- $_ := set $env (printf "CROSSMODAL_%s" ($k | snakecase | upper)) (include "crossmodal.envValue" $v) -}}
+{{- end -}}
 {{- range $k, $v := ($c.settings | default dict) -}}
 {{- $_ := set $env (printf "%s%s" $spec.envPrefix ($k | snakecase | upper)) (include "crossmodal.envValue" $v) -}}
 {{- end -}}
