@@ -14,7 +14,7 @@ class QueryVector(_message.Message):
     def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("text", "image", "vector", "like_id", "k", "target", "filter", "require_complete", "exact")
+    __slots__ = ("text", "image", "vector", "like_id", "k", "target", "filter", "require_complete", "exact", "after")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
@@ -24,6 +24,7 @@ class SearchRequest(_message.Message):
     FILTER_FIELD_NUMBER: _ClassVar[int]
     REQUIRE_COMPLETE_FIELD_NUMBER: _ClassVar[int]
     EXACT_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
     text: str
     image: bytes
     vector: QueryVector
@@ -33,7 +34,8 @@ class SearchRequest(_message.Message):
     filter: _types_pb2.Filter
     require_complete: bool
     exact: bool
-    def __init__(self, text: _Optional[str] = ..., image: _Optional[bytes] = ..., vector: _Optional[_Union[QueryVector, _Mapping]] = ..., like_id: _Optional[str] = ..., k: _Optional[int] = ..., target: _Optional[_Union[_types_pb2.Modality, str]] = ..., filter: _Optional[_Union[_types_pb2.Filter, _Mapping]] = ..., require_complete: _Optional[bool] = ..., exact: _Optional[bool] = ...) -> None: ...
+    after: _containers.RepeatedCompositeFieldContainer[_types_pb2.LogPosition]
+    def __init__(self, text: _Optional[str] = ..., image: _Optional[bytes] = ..., vector: _Optional[_Union[QueryVector, _Mapping]] = ..., like_id: _Optional[str] = ..., k: _Optional[int] = ..., target: _Optional[_Union[_types_pb2.Modality, str]] = ..., filter: _Optional[_Union[_types_pb2.Filter, _Mapping]] = ..., require_complete: _Optional[bool] = ..., exact: _Optional[bool] = ..., after: _Optional[_Iterable[_Union[_types_pb2.LogPosition, _Mapping]]] = ...) -> None: ...
 
 class SearchResult(_message.Message):
     __slots__ = ("id", "score", "modality", "metadata", "tags")
@@ -88,16 +90,18 @@ class IngestRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ..., image: _Optional[bytes] = ..., text: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class IngestResponse(_message.Message):
-    __slots__ = ("id", "status", "shard", "failed_replicas")
+    __slots__ = ("id", "status", "shard", "failed_replicas", "position")
     ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     SHARD_FIELD_NUMBER: _ClassVar[int]
     FAILED_REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
     id: str
     status: _types_pb2.ItemStatus
     shard: int
     failed_replicas: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., status: _Optional[_Union[_types_pb2.ItemStatus, _Mapping]] = ..., shard: _Optional[int] = ..., failed_replicas: _Optional[_Iterable[str]] = ...) -> None: ...
+    position: _types_pb2.LogPosition
+    def __init__(self, id: _Optional[str] = ..., status: _Optional[_Union[_types_pb2.ItemStatus, _Mapping]] = ..., shard: _Optional[int] = ..., failed_replicas: _Optional[_Iterable[str]] = ..., position: _Optional[_Union[_types_pb2.LogPosition, _Mapping]] = ...) -> None: ...
 
 class DeleteRequest(_message.Message):
     __slots__ = ("ids",)
@@ -106,16 +110,20 @@ class DeleteRequest(_message.Message):
     def __init__(self, ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DeleteResponse(_message.Message):
-    __slots__ = ("deleted",)
+    __slots__ = ("deleted", "positions")
     DELETED_FIELD_NUMBER: _ClassVar[int]
+    POSITIONS_FIELD_NUMBER: _ClassVar[int]
     deleted: int
-    def __init__(self, deleted: _Optional[int] = ...) -> None: ...
+    positions: _containers.RepeatedCompositeFieldContainer[_types_pb2.LogPosition]
+    def __init__(self, deleted: _Optional[int] = ..., positions: _Optional[_Iterable[_Union[_types_pb2.LogPosition, _Mapping]]] = ...) -> None: ...
 
 class GetRequest(_message.Message):
-    __slots__ = ("ids",)
+    __slots__ = ("ids", "after")
     IDS_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
     ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    after: _containers.RepeatedCompositeFieldContainer[_types_pb2.LogPosition]
+    def __init__(self, ids: _Optional[_Iterable[str]] = ..., after: _Optional[_Iterable[_Union[_types_pb2.LogPosition, _Mapping]]] = ...) -> None: ...
 
 class StoredItem(_message.Message):
     __slots__ = ("id", "modality", "metadata", "tags", "shard")
@@ -151,18 +159,22 @@ class GetStatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ReplicaStats(_message.Message):
-    __slots__ = ("address", "healthy", "count", "snapshot_age_seconds", "error")
+    __slots__ = ("address", "healthy", "count", "snapshot_age_seconds", "error", "log_lag", "log_lag_seconds")
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     HEALTHY_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_AGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    LOG_LAG_FIELD_NUMBER: _ClassVar[int]
+    LOG_LAG_SECONDS_FIELD_NUMBER: _ClassVar[int]
     address: str
     healthy: bool
     count: int
     snapshot_age_seconds: float
     error: str
-    def __init__(self, address: _Optional[str] = ..., healthy: _Optional[bool] = ..., count: _Optional[int] = ..., snapshot_age_seconds: _Optional[float] = ..., error: _Optional[str] = ...) -> None: ...
+    log_lag: int
+    log_lag_seconds: float
+    def __init__(self, address: _Optional[str] = ..., healthy: _Optional[bool] = ..., count: _Optional[int] = ..., snapshot_age_seconds: _Optional[float] = ..., error: _Optional[str] = ..., log_lag: _Optional[int] = ..., log_lag_seconds: _Optional[float] = ...) -> None: ...
 
 class GatewayShardStats(_message.Message):
     __slots__ = ("shard", "replicas", "count")

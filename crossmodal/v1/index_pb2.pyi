@@ -65,14 +65,16 @@ class DeleteVectorsResponse(_message.Message):
     def __init__(self, deleted: _Optional[int] = ..., version: _Optional[int] = ...) -> None: ...
 
 class GetVectorsRequest(_message.Message):
-    __slots__ = ("shard", "ids", "include_vectors")
+    __slots__ = ("shard", "ids", "include_vectors", "after")
     SHARD_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
     shard: int
     ids: _containers.RepeatedScalarFieldContainer[str]
     include_vectors: bool
-    def __init__(self, shard: _Optional[int] = ..., ids: _Optional[_Iterable[str]] = ..., include_vectors: _Optional[bool] = ...) -> None: ...
+    after: _containers.RepeatedCompositeFieldContainer[_types_pb2.LogPosition]
+    def __init__(self, shard: _Optional[int] = ..., ids: _Optional[_Iterable[str]] = ..., include_vectors: _Optional[bool] = ..., after: _Optional[_Iterable[_Union[_types_pb2.LogPosition, _Mapping]]] = ...) -> None: ...
 
 class GetVectorsResponse(_message.Message):
     __slots__ = ("items", "missing")
@@ -83,7 +85,7 @@ class GetVectorsResponse(_message.Message):
     def __init__(self, items: _Optional[_Iterable[_Union[IndexItem, _Mapping]]] = ..., missing: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SearchShardRequest(_message.Message):
-    __slots__ = ("shard", "vector", "k", "modality", "filter", "exact", "model_id", "include_vectors")
+    __slots__ = ("shard", "vector", "k", "modality", "filter", "exact", "model_id", "include_vectors", "after")
     SHARD_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
@@ -92,6 +94,7 @@ class SearchShardRequest(_message.Message):
     EXACT_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
     shard: int
     vector: _containers.RepeatedScalarFieldContainer[float]
     k: int
@@ -100,7 +103,8 @@ class SearchShardRequest(_message.Message):
     exact: bool
     model_id: str
     include_vectors: bool
-    def __init__(self, shard: _Optional[int] = ..., vector: _Optional[_Iterable[float]] = ..., k: _Optional[int] = ..., modality: _Optional[_Union[_types_pb2.Modality, str]] = ..., filter: _Optional[_Union[_types_pb2.Filter, _Mapping]] = ..., exact: _Optional[bool] = ..., model_id: _Optional[str] = ..., include_vectors: _Optional[bool] = ...) -> None: ...
+    after: _containers.RepeatedCompositeFieldContainer[_types_pb2.LogPosition]
+    def __init__(self, shard: _Optional[int] = ..., vector: _Optional[_Iterable[float]] = ..., k: _Optional[int] = ..., modality: _Optional[_Union[_types_pb2.Modality, str]] = ..., filter: _Optional[_Union[_types_pb2.Filter, _Mapping]] = ..., exact: _Optional[bool] = ..., model_id: _Optional[str] = ..., include_vectors: _Optional[bool] = ..., after: _Optional[_Iterable[_Union[_types_pb2.LogPosition, _Mapping]]] = ...) -> None: ...
 
 class SearchHit(_message.Message):
     __slots__ = ("id", "score", "modality", "metadata", "tags", "vector")
@@ -138,7 +142,7 @@ class GetShardStatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ShardStats(_message.Message):
-    __slots__ = ("shard", "count", "deleted", "memory_bytes", "snapshot_age_seconds", "snapshot_version", "version", "model_id", "dim", "dtype")
+    __slots__ = ("shard", "count", "deleted", "memory_bytes", "snapshot_age_seconds", "snapshot_version", "version", "model_id", "dim", "dtype", "applied", "log_lag", "log_lag_seconds")
     SHARD_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     DELETED_FIELD_NUMBER: _ClassVar[int]
@@ -149,6 +153,9 @@ class ShardStats(_message.Message):
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
+    LOG_LAG_FIELD_NUMBER: _ClassVar[int]
+    LOG_LAG_SECONDS_FIELD_NUMBER: _ClassVar[int]
     shard: int
     count: int
     deleted: int
@@ -159,7 +166,10 @@ class ShardStats(_message.Message):
     model_id: str
     dim: int
     dtype: str
-    def __init__(self, shard: _Optional[int] = ..., count: _Optional[int] = ..., deleted: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., snapshot_age_seconds: _Optional[float] = ..., snapshot_version: _Optional[int] = ..., version: _Optional[int] = ..., model_id: _Optional[str] = ..., dim: _Optional[int] = ..., dtype: _Optional[str] = ...) -> None: ...
+    applied: _containers.RepeatedCompositeFieldContainer[_types_pb2.LogPosition]
+    log_lag: int
+    log_lag_seconds: float
+    def __init__(self, shard: _Optional[int] = ..., count: _Optional[int] = ..., deleted: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., snapshot_age_seconds: _Optional[float] = ..., snapshot_version: _Optional[int] = ..., version: _Optional[int] = ..., model_id: _Optional[str] = ..., dim: _Optional[int] = ..., dtype: _Optional[str] = ..., applied: _Optional[_Iterable[_Union[_types_pb2.LogPosition, _Mapping]]] = ..., log_lag: _Optional[int] = ..., log_lag_seconds: _Optional[float] = ...) -> None: ...
 
 class GetShardStatsResponse(_message.Message):
     __slots__ = ("shards",)

@@ -41,3 +41,11 @@ class Filter(_message.Message):
     tags_all: _containers.RepeatedScalarFieldContainer[str]
     tags_any: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, clauses: _Optional[_Iterable[_Union[FilterClause, _Mapping]]] = ..., tags_all: _Optional[_Iterable[str]] = ..., tags_any: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class LogPosition(_message.Message):
+    __slots__ = ("partition", "sequence")
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    partition: int
+    sequence: int
+    def __init__(self, partition: _Optional[int] = ..., sequence: _Optional[int] = ...) -> None: ...

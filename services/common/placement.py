@@ -1,0 +1,58 @@
+"""Where an item lives: its hash, its partition of the write log, and its shard.
+
+The hash is blake2b of the id's UTF-8 bytes (not Python's salted `hash()`), so every gateway, replica
+and restart agree. Without a write log (direct mode) an item's shard is the hash modulo the shard count,
+as it always was. With the log, the hash picks one of P fixed partitions and a partition belongs to
+shard `partition % shards`; for a shard count that divides P (P is a power of two) both rules give the
+same shard, so direct-mode data of such a cluster keeps its place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Sequence
+
+
+def item_hash(item_id: str) -> int:
+    """A stable 64-bit hash of an id."""
+    return int.from_bytes(hashlib.blake2b(item_id.encode("utf-8"), digest_size=8).digest(), "big")
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """The shard count, and the partition count when writes go through the log (None in direct mode)."""
+
+    shards: int
+    partitions: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.shards < 1:
+            raise ValueError("a cluster has at least one shard")
+        if self.partitions is not None and (self.partitions < self.shards or self.partitions & (self.partitions - 1)):
+            raise ValueError(f"{self.partitions} partitions: a power of two, at least the {self.shards} shards")
+
+    def partition_of(self, item_id: str) -> int:
+        """The log partition of an id (direct mode: 0, there is no log)."""
+        return item_hash(item_id) % self.partitions if self.partitions else 0
+
+    def shard_of(self, item_id: str) -> int:
+        """The shard that stores an id."""
+        if self.partitions:
+            return self.partition_of(item_id) % self.shards
+        return item_hash(item_id) % self.shards
+
+    def shard_of_partition(self, partition: int) -> int:
+        """The shard that owns a log partition."""
+        return partition % self.shards
+
+    def partitions_of(self, shard: int) -> list[int]:
+        """The log partitions a shard owns."""
+        return list(range(shard, self.partitions or 0, self.shards))
+
+    def group(self, ids: Sequence[str]) -> dict[int, list[int]]:
+        """Map shard -> positions in `ids` of the ids stored there."""
+        groups: dict[int, list[int]] = {}
+        for position, item_id in enumerate(ids):
+            groups.setdefault(self.shard_of(item_id), []).append(position)
+        return groups
