@@ -27,7 +27,7 @@ from crossmodal.client import Client, Item  # noqa: E402
 from crossmodal.cluster import DEFAULT_BUNDLE, ClusterSpec, LocalCluster  # noqa: E402
 from crossmodal.scenes import Split, gallery_items, render_scene  # noqa: E402
 from crossmodal.v1 import index_pb2, index_pb2_grpc, types_pb2  # noqa: E402
-from services.gateway.routing import shard_of  # noqa: E402
+from services.common.placement import Placement  # noqa: E402
 from tests.support import ServiceProcess  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -158,7 +158,7 @@ def main() -> int:
             vectors = clustered(args.n, info.dim)
             groups: dict[int, list[int]] = {}
             for p in range(args.n):
-                groups.setdefault(shard_of(f"v{p}", 4), []).append(p)
+                groups.setdefault(Placement(4).shard_of(f"v{p}"), []).append(p)
             started = time.perf_counter()
             for shard in range(4):
                 load(cluster.by_name(f"index-{shard}-0").address, {shard: groups[shard]}, vectors, info.model_id)

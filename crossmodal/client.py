@@ -71,6 +71,14 @@ class Item:
 
 
 @dataclass(frozen=True)
+class Position:
+    """Where a write is in the cluster's write log: its partition and sequence (a read-your-writes token)."""
+
+    partition: int
+    sequence: int
+
+
+@dataclass(frozen=True)
 class Ack:
     """The acknowledgement of one ingested item."""
 
@@ -80,6 +88,8 @@ class Ack:
     message: str
     shard: int
     failed_replicas: list[str]
+    # Where the write is in the log (None without a log, or when not OK).
+    position: Position | None = None
 
     @property
     def retryable(self) -> bool:
@@ -95,6 +105,9 @@ class ReplicaInfo:
     healthy: bool
     count: int
     error: str
+    # With a write log: writes it has not applied yet, and how old the oldest of them is.
+    log_lag: int = 0
+    log_lag_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -202,7 +215,13 @@ def build_filter(
 
 
 class Client:
-    """A blocking client of a crossmodal gateway."""
+    """A blocking client of a crossmodal gateway.
+
+    Read your writes: with a write log, the cluster's replicas apply writes a few milliseconds after they
+    are acknowledged. The client remembers the log position of every write it saw acknowledged and, unless
+    `read_your_writes=False`, sends them with each search and get, so its own writes are always found.
+    `positions()` hands them to another client (`after=`), e.g. a later process.
+    """
 
     def __init__(
         self,
@@ -215,7 +234,11 @@ class Client:
         tls: bool = False,
         timeout: float = 30.0,
         max_message_bytes: int = 64 * 1024 * 1024,
+        read_your_writes: bool = True,
     ) -> None:
+        self.read_your_writes = read_your_writes
+        self._written: dict[int, int] = {}
+        self._written_lock = threading.Lock()
         options = [
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
@@ -233,6 +256,24 @@ class Client:
     def close(self) -> None:
         """Close the channel."""
         self._channel.close()
+
+    def positions(self) -> list[Position]:
+        """The newest log position of this client's acknowledged writes in each partition."""
+        with self._written_lock:
+            return [Position(p, s) for p, s in sorted(self._written.items())]
+
+    def _saw(self, position: types_pb2.LogPosition) -> Position:
+        with self._written_lock:
+            if position.sequence > self._written.get(position.partition, 0):
+                self._written[position.partition] = position.sequence
+        return Position(position.partition, position.sequence)
+
+    def _after(self, after: Sequence[Position] | None) -> list[types_pb2.LogPosition]:
+        """The positions a read must wait for: those given, and this client's own writes if it reads them."""
+        wanted = {p.partition: p.sequence for p in after or ()}
+        for own in self.positions() if self.read_your_writes else ():
+            wanted[own.partition] = max(own.sequence, wanted.get(own.partition, 0))
+        return [types_pb2.LogPosition(partition=p, sequence=s) for p, s in sorted(wanted.items())]
 
     def __enter__(self) -> Client:
         return self
@@ -254,13 +295,14 @@ class Client:
         exact: bool = False,
         timeout: float | None = None,
         request_id: str | None = None,
+        after: Sequence[Position] | None = None,
     ) -> SearchResult:
         """Search with exactly one of text, image, vector or like_id; raises grpc.RpcError on failure."""
         given = [x is not None for x in (text, image, vector, like_id)]
         if sum(given) != 1:
             raise ValueError("give exactly one of text, image, vector or like_id")
         request = gateway_pb2.SearchRequest(
-            k=k, target=_MODALITY[target], require_complete=require_complete, exact=exact
+            k=k, target=_MODALITY[target], require_complete=require_complete, exact=exact, after=self._after(after)
         )
         if filter is not None:
             request.filter.CopyFrom(filter)
@@ -312,13 +354,15 @@ class Client:
         try:
             for reply in stream:
                 slots.release()
+                ok = reply.status.code == 0
                 yield Ack(
                     reply.id,
-                    reply.status.code == 0,
+                    ok,
                     code_of(reply.status.code),
                     reply.status.message,
                     reply.shard,
                     list(reply.failed_replicas),
+                    self._saw(reply.position) if ok and reply.HasField("position") else None,
                 )
         finally:
             stream.cancel()
@@ -353,12 +397,18 @@ class Client:
         reply = self._stub.Delete(
             gateway_pb2.DeleteRequest(ids=list(ids)), timeout=timeout or self.timeout, metadata=self._metadata
         )
+        for position in reply.positions:
+            self._saw(position)
         return int(reply.deleted)
 
-    def get(self, ids: Sequence[str], timeout: float | None = None) -> tuple[list[StoredItem], list[str]]:
+    def get(
+        self, ids: Sequence[str], timeout: float | None = None, after: Sequence[Position] | None = None
+    ) -> tuple[list[StoredItem], list[str]]:
         """Fetch items by id: (the stored items in request order, the ids not stored)."""
         reply = self._stub.Get(
-            gateway_pb2.GetRequest(ids=list(ids)), timeout=timeout or self.timeout, metadata=self._metadata
+            gateway_pb2.GetRequest(ids=list(ids), after=self._after(after)),
+            timeout=timeout or self.timeout,
+            metadata=self._metadata,
         )
         found = [
             StoredItem(i.id, _NAMES.get(i.modality, "any"), dict(i.metadata), list(i.tags), i.shard)
@@ -375,5 +425,11 @@ class Client:
             reply.model_id,
             reply.dim,
             reply.total_count,
-            {s.shard: [ReplicaInfo(r.address, r.healthy, r.count, r.error) for r in s.replicas] for s in reply.shards},
+            {
+                s.shard: [
+                    ReplicaInfo(r.address, r.healthy, r.count, r.error, r.log_lag, r.log_lag_seconds)
+                    for r in s.replicas
+                ]
+                for s in reply.shards
+            },
         )

@@ -30,6 +30,16 @@ class IndexItem(_message.Message):
     version: int
     def __init__(self, id: _Optional[str] = ..., modality: _Optional[_Union[_types_pb2.Modality, str]] = ..., vector: _Optional[_Iterable[float]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., tags: _Optional[_Iterable[str]] = ..., version: _Optional[int] = ...) -> None: ...
 
+class LogEntry(_message.Message):
+    __slots__ = ("item", "delete", "model_id")
+    ITEM_FIELD_NUMBER: _ClassVar[int]
+    DELETE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    item: IndexItem
+    delete: bool
+    model_id: str
+    def __init__(self, item: _Optional[_Union[IndexItem, _Mapping]] = ..., delete: _Optional[bool] = ..., model_id: _Optional[str] = ...) -> None: ...
+
 class UpsertVectorsRequest(_message.Message):
     __slots__ = ("shard", "model_id", "items")
     SHARD_FIELD_NUMBER: _ClassVar[int]

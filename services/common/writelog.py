@@ -1,13 +1,21 @@
 """The replicated write log on NATS JetStream, as the gateway (which publishes) and the index replicas (which
 apply it) both see it: layout, subjects, messages, connection and errors.
 
-Layout (docs/architecture.md, "The write log"): one stream, by default `CROSSMODAL`, whose subjects are
-`<prefix>.<partition>.<key>` with `key` a 128-bit hash of the item id. The stream keeps one message per
-subject (`max_msgs_per_subject=1`), so it holds the latest write of every item, like a key-value bucket:
-an upsert carries the whole item, a delete is a tombstone on the same subject. A replica that starts
-empty replays the partitions its shard owns and ends with exactly the current content; one that restarts
-resumes after the last sequence it recorded per partition. The partition and shard counts are fixed when
-the stream is created and are written into its description, so every process reads the same ones.
+Messages carry no headers: a `LogEntry` payload says what the write is. (nats-server 2.9 leaves headers
+out when it checks a write against a stream's byte limit with discard=new, then drops the oldest message
+to make room for the headers: a full log would lose stored items.)
+
+Layout (docs/architecture.md, "The write log"): one stream per partition, `<base>_<partition>` (base
+`CROSSMODAL` by default), whose subjects are `<base lower>.<partition>.<key>` with `key` a 128-bit hash of
+the item id. Each stream keeps one message per subject (`max_msgs_per_subject=1`), so it holds the latest
+write of every item of its partition, like a key-value bucket: an upsert carries the whole item, a delete
+is a tombstone on the same subject. A replica that starts empty replays the partitions its shard owns and
+ends with exactly the current content; one that restarts resumes after the last sequence it recorded per
+partition. A stream per partition (not one stream with a subject per partition) because a consumer
+filtered to one partition of a shared stream scans the whole stream: measured on nats-server 2.9.10, 2,700
+messages/s against 40,000 for a whole stream, and 3 s against 27 ms to create 64 consumers. The partition
+and shard counts are fixed when the streams are created and written into their descriptions, so every
+process reads the same ones.
 """
 
 from __future__ import annotations
@@ -21,16 +29,15 @@ import grpc
 import nats
 import nats.errors
 import nats.js.errors
+from google.protobuf.message import DecodeError
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 
 from crossmodal.v1 import index_pb2
-from services.common.config import setting
+from services.common.config import ConfigError, setting
 from services.common.placement import Placement
 
-OP_HEADER = "Crossmodal-Op"
-MODEL_HEADER = "Crossmodal-Model"
 UPSERT = "upsert"
 DELETE = "delete"
 _DESCRIPTION = re.compile(r"crossmodal write log; partitions=(\d+); shards=(\d+)")
@@ -58,7 +65,7 @@ class LogConfig:
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", self.stream):
-            raise ValueError(f"CROSSMODAL_LOG_STREAM: {self.stream!r} is not a valid stream name")
+            raise ConfigError(f"CROSSMODAL_LOG_STREAM: {self.stream!r} is not a valid stream name")
 
     @property
     def enabled(self) -> bool:
@@ -83,13 +90,17 @@ class LogLayout:
         """The first token of every subject."""
         return self.stream.lower()
 
+    def stream_of(self, partition: int) -> str:
+        """The stream that holds one partition."""
+        return f"{self.stream}_{partition}"
+
     def subject(self, item_id: str) -> str:
         """The subject that holds an item's latest write."""
         key = hashlib.blake2b(item_id.encode("utf-8"), digest_size=16).hexdigest()
         return f"{self.prefix}.{self.placement.partition_of(item_id)}.{key}"
 
     def partition_filter(self, partition: int) -> str:
-        """The subjects of one partition."""
+        """The subjects of one partition (all of its stream's)."""
         return f"{self.prefix}.{partition}.*"
 
     @staticmethod
@@ -98,7 +109,7 @@ class LogLayout:
         return int(subject.split(".")[1])
 
     def description(self) -> str:
-        """The stream description that records the layout."""
+        """The stream description that records the layout (the same on every partition's stream)."""
         p = self.placement
         return f"crossmodal write log; partitions={p.partitions}; shards={p.shards}"
 
@@ -129,14 +140,14 @@ def log_error(error: BaseException, what: str) -> LogUnavailableError:
     return LogUnavailableError(grpc.StatusCode.UNAVAILABLE, f"{what}: the write log is unreachable ({error!r}); retry")
 
 
-def encode_upsert(item: index_pb2.IndexItem, model_id: str) -> tuple[bytes, dict[str, str]]:
-    """The payload and headers of an upsert."""
-    return item.SerializeToString(), {OP_HEADER: UPSERT, MODEL_HEADER: model_id}
+def encode_upsert(item: index_pb2.IndexItem, model_id: str) -> bytes:
+    """The payload of an upsert."""
+    return index_pb2.LogEntry(item=item, model_id=model_id).SerializeToString()
 
 
-def encode_delete(item_id: str) -> tuple[bytes, dict[str, str]]:
-    """The payload and headers of a delete (a tombstone on the item's subject)."""
-    return index_pb2.IndexItem(id=item_id).SerializeToString(), {OP_HEADER: DELETE}
+def encode_delete(item_id: str) -> bytes:
+    """The payload of a delete (a tombstone on the item's subject)."""
+    return index_pb2.LogEntry(item=index_pb2.IndexItem(id=item_id), delete=True).SerializeToString()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,63 +161,79 @@ class LogWrite:
     model_id: str
 
 
-def decode(subject: str, sequence: int, data: bytes, headers: dict[str, str] | None) -> LogWrite:
+def decode(subject: str, sequence: int, data: bytes) -> LogWrite:
     """A log message as a write; raises ValueError for a message no gateway wrote."""
-    headers = headers or {}
-    op = headers.get(OP_HEADER, "")
-    if op not in (UPSERT, DELETE):
-        raise ValueError(f"log message {sequence} on {subject} has no {OP_HEADER} header")
-    item = index_pb2.IndexItem.FromString(data)
-    return LogWrite(sequence, LogLayout.partition_of_subject(subject), op, item, headers.get(MODEL_HEADER, ""))
+    try:
+        entry = index_pb2.LogEntry.FromString(data)
+    except DecodeError as exc:
+        raise ValueError(f"log message {sequence} on {subject} does not parse: {exc}") from None
+    if not entry.item.id:
+        raise ValueError(f"log message {sequence} on {subject} names no item")
+    op = DELETE if entry.delete else UPSERT
+    return LogWrite(sequence, LogLayout.partition_of_subject(subject), op, entry.item, entry.model_id)
 
 
 async def connect(config: LogConfig, name: str) -> NATS:
-    """A connection to the log that reconnects for ever (the log is a dependency, not an option)."""
-    return await nats.connect(
-        servers=config.servers,
-        name=name,
-        connect_timeout=min(config.timeout_seconds, 5.0),
-        reconnect_time_wait=0.5,
-        max_reconnect_attempts=-1,
-        allow_reconnect=True,
+    """A connection to the log that reconnects for ever once made; the first connect fails within the timeout."""
+    # nats-py retries a first connect to an unreachable server without end when reconnects are unlimited,
+    # so the first attempt is bounded here and the caller decides whether to try again.
+    return await asyncio.wait_for(
+        nats.connect(
+            servers=config.servers,
+            name=name,
+            connect_timeout=min(config.timeout_seconds, 5.0),
+            reconnect_time_wait=0.5,
+            max_reconnect_attempts=-1,
+            allow_reconnect=True,
+        ),
+        timeout=config.timeout_seconds + 5.0,
     )
 
 
 async def ensure_stream(
     js: JetStreamContext, stream: str, placement: Placement, replicas: int, max_bytes: int
 ) -> LogLayout:
-    """Create the log's stream for `placement`, or check that the existing one was made for it."""
+    """Create the log's streams for `placement`, or check that the existing ones were made for it."""
     layout = LogLayout(stream, placement)
     try:
         existing = await read_layout(js, stream)
     except nats.js.errors.NotFoundError:
-        await js.add_stream(
-            StreamConfig(
-                name=stream,
-                description=layout.description(),
-                subjects=[f"{layout.prefix}.*.*"],
-                max_msgs_per_subject=1,
-                max_bytes=max_bytes,
-                discard=DiscardPolicy.NEW,  # a full log refuses writes; it never drops stored items
-                storage=StorageType.FILE,
-                num_replicas=replicas,
-                duplicate_window=120.0,
-            )
-        )
-        return layout
+        existing = layout
     if existing.placement != placement:
         raise ValueError(
             f"the write log {stream} was created for {existing.placement.shards} shards and "
             f"{existing.placement.partitions} partitions, this gateway is configured for {placement.shards} shards "
             f"and {placement.partitions} partitions: they are fixed once data is stored"
         )
-    return existing
+    assert placement.partitions is not None
+    # Partition 0's stream is made last: its existence is what says the log is complete (read_layout).
+    for partition in [*range(1, placement.partitions), 0]:
+        try:
+            await js.stream_info(layout.stream_of(partition))
+            continue
+        except nats.js.errors.NotFoundError:
+            pass
+        await js.add_stream(
+            StreamConfig(
+                name=layout.stream_of(partition),
+                description=layout.description(),
+                subjects=[layout.partition_filter(partition)],
+                max_msgs_per_subject=1,
+                # Each partition's share of the log's limit; a full one refuses writes, never drops stored items.
+                max_bytes=max_bytes if max_bytes < 0 else max(max_bytes // placement.partitions, 1),
+                discard=DiscardPolicy.NEW,
+                storage=StorageType.FILE,
+                num_replicas=replicas,
+                duplicate_window=120.0,
+            )
+        )
+    return layout
 
 
 async def read_layout(js: JetStreamContext, stream: str) -> LogLayout:
-    """The layout recorded in an existing stream's description (NotFoundError when there is no stream)."""
-    info = await js.stream_info(stream)
+    """The layout recorded in the log's streams (NotFoundError until all of them exist)."""
+    info = await js.stream_info(f"{stream}_0")
     found = _DESCRIPTION.fullmatch(info.config.description or "")
     if found is None:
-        raise ValueError(f"stream {stream} is not a crossmodal write log (description {info.config.description!r})")
+        raise ValueError(f"stream {stream}_0 is not a crossmodal write log (description {info.config.description!r})")
     return LogLayout(stream, Placement(shards=int(found.group(2)), partitions=int(found.group(1))))

@@ -25,6 +25,7 @@ from crossmodal.transport import FAILOVER, RECONNECT_OPTIONS, code_of
 from crossmodal.v1 import encoder_pb2, encoder_pb2_grpc, index_pb2_grpc
 from services.common.channels import open_channel
 from services.common.config import TLSConfig
+from services.common.placement import Placement
 from services.gateway.errors import BackendError, GatewayError, describe_error, status_of
 from services.gateway.metrics import ENCODER_RETRIES, HEDGED_REQUESTS, SHARD_ERRORS
 
@@ -215,6 +216,7 @@ class Backends:
     text: EncoderPool
     image: EncoderPool
     shards: list[ShardClient]
+    placement: Placement
     model_id: str
     dim: int
 

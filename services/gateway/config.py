@@ -7,6 +7,8 @@ from pathlib import Path
 
 from services.common.config import ConfigError, ServerConfig, setting
 from services.common.limits import Limits
+from services.common.placement import Placement
+from services.common.writelog import LogConfig
 
 DEFAULT_PORT = 50051
 DEFAULT_METRICS_PORT = 9100
@@ -33,6 +35,7 @@ class GatewayConfig:
 
     server: ServerConfig = dataclasses.field(default_factory=ServerConfig)
     limits: Limits = dataclasses.field(default_factory=Limits)
+    log: LogConfig = dataclasses.field(default_factory=LogConfig)
     text_encoders: tuple[str, ...] = setting(
         "GATEWAY_TEXT_ENCODERS",
         ("127.0.0.1:50052",),
@@ -107,6 +110,29 @@ class GatewayConfig:
         "INGEST_IDLE_SECONDS. 0: unbounded.",
         min=0,
     )
+    log_partitions: int = setting(
+        "GATEWAY_LOG_PARTITIONS",
+        64,
+        "Partitions of the write log (a power of two, at least the shard count); an item's id picks one and a "
+        "partition belongs to one shard. Fixed when the log's stream is created.",
+        min=1,
+        max=4096,
+    )
+    log_replicas: int = setting(
+        "GATEWAY_LOG_REPLICAS",
+        1,
+        "Copies JetStream keeps of the log (its stream replicas; 3 on a 3-node NATS cluster). A write is "
+        "acknowledged once a quorum of them stored it.",
+        min=1,
+        max=5,
+    )
+    log_max_bytes: int = setting(
+        "GATEWAY_LOG_MAX_BYTES",
+        -1,
+        "Largest size of the write log in bytes (-1: no limit but the disk); when full, writes get "
+        "RESOURCE_EXHAUSTED and nothing stored is dropped.",
+        min=-1,
+    )
     api_keys_file: Path | None = setting(
         "GATEWAY_API_KEYS_FILE",
         None,
@@ -125,7 +151,21 @@ class GatewayConfig:
     )
 
     def __post_init__(self) -> None:
-        parse_shard_map(self.shards)
+        shard_map = parse_shard_map(self.shards)
+        if not self.log.enabled and any(len(replicas) > 1 for replicas in shard_map):
+            raise ConfigError(
+                "CROSSMODAL_GATEWAY_SHARDS names more than one replica of a shard, but there is no write log: "
+                "direct writes cannot keep replicas identical (one that was down would miss writes for good). "
+                "Set CROSSMODAL_LOG_URL to a NATS JetStream server (`crossmodal up --replicas 2` starts one), "
+                "or list one replica per shard"
+            )
+        if self.log.enabled:
+            partitions = self.log_partitions
+            if partitions & (partitions - 1) or partitions < len(shard_map):
+                raise ConfigError(
+                    f"CROSSMODAL_GATEWAY_LOG_PARTITIONS={partitions}: must be a power of two and at least the "
+                    f"{len(shard_map)} shards"
+                )
         if not self.text_encoders or not self.image_encoders:
             raise ConfigError(
                 "CROSSMODAL_GATEWAY_TEXT_ENCODERS and CROSSMODAL_GATEWAY_IMAGE_ENCODERS need at least one address each"
@@ -139,3 +179,8 @@ class GatewayConfig:
     def shard_map(self) -> tuple[tuple[str, ...], ...]:
         """The replica addresses of every shard, by shard number."""
         return parse_shard_map(self.shards)
+
+    @property
+    def placement(self) -> Placement:
+        """Where items live: by partition of the log when there is one, else by hash modulo the shard count."""
+        return Placement(len(self.shard_map), self.log_partitions if self.log.enabled else None)

@@ -20,15 +20,14 @@ from services.gateway.backends import Backends, Encoded, EncoderPool
 from services.gateway.config import GatewayConfig
 from services.gateway.errors import GatewayError, status_of
 from services.gateway.metrics import INGEST_ITEMS
-from services.gateway.routing import group_by_shard, shard_of
 from services.gateway.validation import check_item
-from services.gateway.writer import DirectWriter
+from services.gateway.writer import Writer
 
 
 class IngestPipeline:
     """Turns one stream of IngestRequests into one acknowledgement per item."""
 
-    def __init__(self, config: GatewayConfig, backends: Backends, writer: DirectWriter) -> None:
+    def __init__(self, config: GatewayConfig, backends: Backends, writer: Writer) -> None:
         self.config = config
         self.backends = backends
         self.writer = writer
@@ -130,8 +129,8 @@ class IngestPipeline:
 
     async def _store(self, batch: list[gateway_pb2.IngestRequest]) -> list[gateway_pb2.IngestResponse]:
         """Encode and write one batch; one acknowledgement per item, in batch order."""
-        shard_count = len(self.backends.shards)
-        acks = [gateway_pb2.IngestResponse(id=item.id, shard=shard_of(item.id, shard_count)) for item in batch]
+        placement = self.backends.placement
+        acks = [gateway_pb2.IngestResponse(id=item.id, shard=placement.shard_of(item.id)) for item in batch]
         encoded = await self._encode(batch)
         ready: list[int] = []
         for position, result in enumerate(encoded):
@@ -146,8 +145,10 @@ class IngestPipeline:
                 if outcome.error is not None:
                     _fail(acks[p], outcome.error.code, outcome.error.message)
                     acks[p].failed_replicas.extend(outcome.failed_replicas)
+                elif outcome.position is not None:
+                    acks[p].position.CopyFrom(outcome.position)
 
-        groups = group_by_shard([batch[p].id for p in ready], shard_count)
+        groups = placement.group([batch[p].id for p in ready])
         await asyncio.gather(*(write(s, [ready[i] for i in idx]) for s, idx in groups.items()))
         return acks
 

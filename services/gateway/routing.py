@@ -1,29 +1,11 @@
-"""Stable routing of item ids to shards, and the exact merge of per-shard top-K lists."""
+"""The exact merge of per-shard top-K lists (where an item lives is services.common.placement)."""
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 from collections.abc import Iterable, Sequence
 
 from crossmodal.v1 import index_pb2
-
-
-def shard_of(item_id: str, shard_count: int) -> int:
-    """The shard that stores `item_id`: blake2b of its UTF-8 bytes, modulo the shard count.
-
-    The hash is fixed (not Python's salted hash()) so every gateway replica and every restart agree.
-    """
-    digest = hashlib.blake2b(item_id.encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % shard_count
-
-
-def group_by_shard(ids: Sequence[str], shard_count: int) -> dict[int, list[int]]:
-    """Map shard -> positions in `ids` of the ids that route there."""
-    groups: dict[int, list[int]] = {}
-    for position, item_id in enumerate(ids):
-        groups.setdefault(shard_of(item_id, shard_count), []).append(position)
-    return groups
 
 
 def merge_top_k(

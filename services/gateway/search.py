@@ -15,12 +15,12 @@ from collections.abc import Sequence
 import grpc
 import structlog
 
-from crossmodal.v1 import encoder_pb2, gateway_pb2, index_pb2
+from crossmodal.v1 import encoder_pb2, gateway_pb2, index_pb2, types_pb2
 from services.gateway.backends import Backends, ShardClient
 from services.gateway.config import GatewayConfig
 from services.gateway.errors import BackendError, GatewayError
 from services.gateway.metrics import PARTIAL_RESPONSES, SHARD_SEARCH_SECONDS
-from services.gateway.routing import group_by_shard, merge_top_k
+from services.gateway.routing import merge_top_k
 
 log = structlog.get_logger("gateway")
 
@@ -55,7 +55,9 @@ class Searcher:
             model_id=self.backends.model_id,
         )
         shards = self.backends.shards
-        answers = await asyncio.gather(*(self._ask(s, shard_request, timeout) for s in shards), return_exceptions=True)
+        answers = await asyncio.gather(
+            *(self._ask(s, shard_request, timeout, request.after) for s in shards), return_exceptions=True
+        )
         hits: list[Sequence[index_pb2.SearchHit]] = []
         partial: list[int] = []
         for shard, answer in zip(shards, answers, strict=True):
@@ -87,12 +89,17 @@ class Searcher:
         )
 
     async def _ask(
-        self, shard: ShardClient, request: index_pb2.SearchShardRequest, timeout: float
+        self,
+        shard: ShardClient,
+        request: index_pb2.SearchShardRequest,
+        timeout: float,
+        after: Sequence[types_pb2.LogPosition],
     ) -> list[index_pb2.SearchHit]:
         started = time.perf_counter()
         one = index_pb2.SearchShardRequest()
         one.CopyFrom(request)
         one.shard = shard.number
+        one.after.extend(self._owned(shard.number, after))
         reply = await shard.read(lambda stub, t: stub.SearchShard(one, timeout=t), timeout, self._hedge)
         SHARD_SEARCH_SECONDS.labels(str(shard.number)).observe(time.perf_counter() - started)
         return list(reply.hits)
@@ -102,7 +109,7 @@ class Searcher:
         if which == "vector":
             return list(request.vector.values), None
         if which == "like_id":
-            found = await self.get([request.like_id], include_vectors=True)
+            found = await self.get([request.like_id], include_vectors=True, after=request.after)
             if not found:
                 raise GatewayError(grpc.StatusCode.NOT_FOUND, f"no stored item has the id {request.like_id!r}")
             return list(found[0][1].vector), request.like_id
@@ -117,14 +124,24 @@ class Searcher:
         assert result.vector is not None
         return result.vector, None
 
-    async def get(self, ids: Sequence[str], include_vectors: bool) -> list[tuple[int, index_pb2.IndexItem]]:
+    def _owned(self, shard: int, after: Sequence[types_pb2.LogPosition]) -> list[types_pb2.LogPosition]:
+        """The positions of `after` in partitions that `shard` owns: the only ones it waits for."""
+        placement = self.backends.placement
+        return [p for p in after if placement.shard_of_partition(p.partition) == shard]
+
+    async def get(
+        self, ids: Sequence[str], include_vectors: bool, after: Sequence[types_pb2.LogPosition] = ()
+    ) -> list[tuple[int, index_pb2.IndexItem]]:
         """The stored items among `ids` with their shard numbers, in request order."""
         shards = self.backends.shards
-        groups = group_by_shard(ids, len(shards))
+        groups = self.backends.placement.group(ids)
 
         async def fetch(shard: ShardClient, positions: list[int]) -> list[index_pb2.IndexItem]:
             request = index_pb2.GetVectorsRequest(
-                shard=shard.number, ids=[ids[p] for p in positions], include_vectors=include_vectors
+                shard=shard.number,
+                ids=[ids[p] for p in positions],
+                include_vectors=include_vectors,
+                after=self._owned(shard.number, after),
             )
             reply = await shard.read(lambda stub, t: stub.GetVectors(request, timeout=t), self._timeout, self._hedge)
             return list(reply.items)

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 import grpc
 import structlog
+from nats.aio.client import Client as NATS
 
-from crossmodal.v1 import gateway_pb2_grpc
+from crossmodal.v1 import encoder_pb2, gateway_pb2_grpc
+from services.common import writelog
 from services.common.config import ConfigError
 from services.gateway.admission import AdmissionInterceptor, gates
 from services.gateway.auth import AuthInterceptor, load_api_keys
 from services.gateway.backends import Backends, EncoderPool, ShardClient
 from services.gateway.config import GatewayConfig
-from services.gateway.errors import BackendError, ErrorMapping
+from services.gateway.errors import ErrorMapping
 from services.gateway.servicer import GatewayServicer
+from services.gateway.writer import DirectWriter, LogWriter, Writer
 
 log = structlog.get_logger("gateway")
+T = TypeVar("T")
 
 
 class GatewayService:
@@ -27,6 +32,7 @@ class GatewayService:
 
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
+        self._nats: NATS | None = None
         self.servicer = GatewayServicer(config)
         keys = load_api_keys(config.api_keys_file) if config.api_keys_file else []
         if config.api_keys_file and not keys:
@@ -44,7 +50,7 @@ class GatewayService:
         return ["crossmodal.v1.GatewayService"]
 
     async def start(self) -> None:
-        """Wait until both encoders answer and serve the same model; the gateway is ready after that."""
+        """Wait until both encoders serve the same model (and the write log is reachable); ready after that."""
         # Channels belong to the running event loop, so they are opened here and not in __init__.
         server = self.config.server
         tls, size = server.client_tls, server.max_message_bytes
@@ -54,26 +60,57 @@ class GatewayService:
             ShardClient(n, replicas, tls=tls, max_message_bytes=size)
             for n, replicas in enumerate(self.config.shard_map)
         ]
-        self.backends = Backends(text_pool, image_pool, shards, model_id="", dim=0)
-        delay = 0.2
-        while True:
-            try:
-                text = await text_pool.model_info(timeout=5.0)
-                image = await image_pool.model_info(timeout=5.0)
-                break
-            except (BackendError, grpc.aio.AioRpcError) as exc:
-                log.info("waiting for encoders", error=str(exc))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        self.backends = Backends(text_pool, image_pool, shards, self.config.placement, model_id="", dim=0)
+        text, image = await _retry("encoders", lambda: _model_infos(text_pool, image_pool))
         if (text.model_id, text.dim) != (image.model_id, image.dim):
             raise RuntimeError(
                 f"the text encoder serves {text.model_id} (dim {text.dim}) but the image encoder "
                 f"serves {image.model_id} (dim {image.dim}); both must serve the same bundle"
             )
         self.backends.model_id, self.backends.dim = text.model_id, text.dim
-        self.servicer.attach(self.backends)
-        log.info("model", model_id=text.model_id, dim=text.dim, shards=len(shards))
+        self.servicer.attach(self.backends, await self._writer())
+        log.info("model", model_id=text.model_id, dim=text.dim, shards=len(shards), log=self.config.log.enabled)
+
+    async def _writer(self) -> Writer:
+        """The write path: the log when one is configured (its stream made or checked), else direct writes."""
+        config = self.config
+        if not config.log.enabled:
+            return DirectWriter(
+                self.backends.shards, self.backends.placement, self.backends.model_id, config.write_timeout_ms / 1000
+            )
+        self._nats = await _retry("the write log", lambda: writelog.connect(config.log, "crossmodal-gateway"))
+        js = self._nats.jetstream(timeout=config.log.timeout_seconds)
+        placement = self.backends.placement
+        # A fresh JetStream cluster answers "no leader" for a few seconds; a layout mismatch is final.
+        layout = await _retry(
+            "the write log's stream",
+            lambda: writelog.ensure_stream(js, config.log.stream, placement, config.log_replicas, config.log_max_bytes),
+        )
+        log.info("write log", stream=layout.stream, partitions=placement.partitions, replicas=config.log_replicas)
+        return LogWriter(js, layout, self.backends.model_id, config.log.timeout_seconds)
 
     async def stop(self) -> None:
-        """Close the downstream channels."""
+        """Close the downstream channels and the log connection."""
         await self.backends.close()
+        if self._nats is not None:
+            await self._nats.close()
+
+
+async def _model_infos(
+    text: EncoderPool, image: EncoderPool
+) -> tuple[encoder_pb2.GetModelInfoResponse, encoder_pb2.GetModelInfoResponse]:
+    return await text.model_info(timeout=5.0), await image.model_info(timeout=5.0)
+
+
+async def _retry(what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+    """Call `attempt` until it succeeds, with a capped backoff; a ValueError (a wrong setting) is final."""
+    delay = 0.2
+    while True:
+        try:
+            return await attempt()
+        except ValueError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a dependency that is not up yet: wait for it
+            log.info(f"waiting for {what}", error=str(exc) or repr(exc))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)

@@ -18,7 +18,7 @@ from services.gateway.errors import GatewayError, describe_error, status_of
 from services.gateway.ingest import IngestPipeline
 from services.gateway.search import Searcher
 from services.gateway.validation import check_search
-from services.gateway.writer import DirectWriter
+from services.gateway.writer import Writer
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
@@ -26,17 +26,17 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
 
     backends: Backends
     searcher: Searcher
-    writer: DirectWriter
+    writer: Writer
 
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self.ready = False
 
-    def attach(self, backends: Backends) -> None:
-        """Give the servicer its backends once the service has started; it serves from then on."""
+    def attach(self, backends: Backends, writer: Writer) -> None:
+        """Give the servicer its backends and write path once the service has started; it serves from then on."""
         self.backends = backends
         self.searcher = Searcher(self.config, backends)
-        self.writer = DirectWriter(backends.shards, backends.model_id, self.config.write_timeout_ms / 1000)
+        self.writer = writer
         self.ready = True
 
     async def Search(
@@ -66,12 +66,13 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     ) -> gateway_pb2.DeleteResponse:
         """Delete ids from every replica of their shards."""
         ids = self.config.limits.check_ids(request.ids)
-        return gateway_pb2.DeleteResponse(deleted=await self.writer.delete(ids))
+        outcome = await self.writer.delete(ids)
+        return gateway_pb2.DeleteResponse(deleted=outcome.deleted, positions=outcome.positions)
 
     async def Get(self, request: gateway_pb2.GetRequest, context: grpc.aio.ServicerContext) -> gateway_pb2.GetResponse:
         """Fetch stored items by id."""
         ids = self.config.limits.check_ids(request.ids)
-        found = await self.searcher.get(ids, include_vectors=False)
+        found = await self.searcher.get(ids, include_vectors=False, after=request.after)
         present = {item.id for _, item in found}
         return gateway_pb2.GetResponse(
             items=[
@@ -117,6 +118,8 @@ async def _replica_stats(shard: ShardClient, replica: Replica, timeout: float) -
                 healthy=True,
                 count=stats.count,
                 snapshot_age_seconds=stats.snapshot_age_seconds,
+                log_lag=stats.log_lag,
+                log_lag_seconds=stats.log_lag_seconds,
             )
     return gateway_pb2.ReplicaStats(
         address=replica.address, healthy=False, error=f"the process does not serve shard {shard.number}"

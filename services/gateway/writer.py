@@ -1,8 +1,13 @@
-"""The write path: stores encoded items and deletes ids on every replica of their shards.
+"""The write path: how an encoded item or a delete gets stored, with the log or without.
 
-Direct mode: the gateway itself writes each replica and an item is acknowledged OK only when every
-replica committed it. A replica that was down misses the write and is not told later (see
-docs/architecture.md, "Replicas today, and where they are going").
+- `LogWriter` (a write log is configured): each write is published to the item's partition of the
+  replicated log on NATS JetStream and acknowledged once JetStream has stored it on a quorum of the
+  stream's replicas; the acknowledgement carries its log position. Every index replica applies the log in
+  order, so a replica that was down catches up, and writes go on while replicas restart.
+- `DirectWriter` (no log, one replica per shard: the embedded default): the gateway writes each replica
+  itself and acknowledges an item OK once every replica committed it.
+
+See docs/architecture.md, "The write log".
 """
 
 from __future__ import annotations
@@ -10,24 +15,29 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import grpc
+import nats.js.errors
+from nats.js import JetStreamContext
 
 from crossmodal.transport import code_of
-from crossmodal.v1 import index_pb2
+from crossmodal.v1 import index_pb2, types_pb2
+from services.common import writelog
+from services.common.placement import Placement
 from services.gateway.backends import ShardClient
 from services.gateway.errors import INVALID, GatewayError, describe_error, status_of
-from services.gateway.routing import group_by_shard
 
 OK = grpc.StatusCode.OK.value[0]
 
 
 @dataclass
 class WriteOutcome:
-    """What happened to one item: None when every replica committed it, and the replicas that did not."""
+    """What happened to one write: stored (error None, with its log position when there is a log) or not."""
 
     error: GatewayError | None = None
     failed_replicas: list[str] = field(default_factory=list)
+    position: types_pb2.LogPosition | None = None
 
     def fail(self, replica: str, code: grpc.StatusCode, message: str) -> None:
         """Record a replica's failure; the item's status is the first failure, or INVALID_ARGUMENT if any."""
@@ -36,11 +46,36 @@ class WriteOutcome:
             self.error = GatewayError(code, f"replica {replica}: {message}")
 
 
+@dataclass
+class DeleteOutcome:
+    """How many of the ids existed, and where the deletes are in the log (empty without one)."""
+
+    deleted: int
+    positions: list[types_pb2.LogPosition]
+
+
+class Writer(Protocol):
+    """Stores items and deletes ids; one implementation per mode."""
+
+    async def upsert(self, shard: int, items: list[index_pb2.IndexItem]) -> list[WriteOutcome]:
+        """Store `items` (all of `shard`); one outcome per item, in order."""
+        ...
+
+    async def delete(self, ids: Sequence[str]) -> DeleteOutcome:
+        """Delete `ids` wherever they are stored."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+
 class DirectWriter:
     """Writes every replica of a shard at once; an item is stored when all of them committed it."""
 
-    def __init__(self, shards: Sequence[ShardClient], model_id: str, timeout: float) -> None:
+    def __init__(self, shards: Sequence[ShardClient], placement: Placement, model_id: str, timeout: float) -> None:
         self.shards = list(shards)
+        self.placement = placement
         self.model_id = model_id
         self.timeout = timeout
 
@@ -60,9 +95,8 @@ class DirectWriter:
                     outcome.fail(replica.address, code_of(status.code), status.message)
         return outcomes
 
-    async def delete(self, ids: Sequence[str]) -> int:
-        """Delete `ids` from every replica of their shards; how many existed. UNAVAILABLE unless all applied it."""
-        groups = group_by_shard(ids, len(self.shards))
+    async def delete(self, ids: Sequence[str]) -> DeleteOutcome:
+        """Delete `ids` from every replica of their shards; UNAVAILABLE unless all of them applied it."""
 
         async def delete_on(shard: ShardClient, positions: list[int]) -> int:
             request = index_pb2.DeleteVectorsRequest(shard=shard.number, ids=[ids[p] for p in positions])
@@ -76,5 +110,62 @@ class DirectWriter:
                 )
             return max(o.deleted for _, o in replies)  # type: ignore[union-attr]
 
+        groups = self.placement.group(ids)
         counts = await asyncio.gather(*(delete_on(self.shards[s], p) for s, p in groups.items()))
-        return sum(counts)
+        return DeleteOutcome(sum(counts), [])
+
+    async def close(self) -> None:
+        """Nothing of its own to release (the shard channels belong to the backends)."""
+
+
+class LogWriter:
+    """Publishes writes to the replicated log; an item is stored once JetStream acknowledged it."""
+
+    def __init__(self, js: JetStreamContext, layout: writelog.LogLayout, model_id: str, timeout: float) -> None:
+        self.js = js
+        self.layout = layout
+        self.model_id = model_id
+        self.timeout = timeout
+
+    async def _publish(self, item_id: str, payload: bytes) -> types_pb2.LogPosition:
+        partition = self.layout.placement.partition_of(item_id)
+        try:
+            # No `stream=` expectation: it travels as a header (see services.common.writelog on headers).
+            ack = await self.js.publish(self.layout.subject(item_id), payload, timeout=self.timeout)
+        except Exception as exc:  # noqa: BLE001 - every failure of the log is reported as retryable
+            error = writelog.log_error(exc, f"item {item_id[:40]!r}")
+            raise GatewayError(error.code, error.message) from None
+        return types_pb2.LogPosition(partition=partition, sequence=ack.seq)
+
+    async def upsert(self, shard: int, items: list[index_pb2.IndexItem]) -> list[WriteOutcome]:
+        """Publish every item at once; each is OK with its log position, or the log's retryable error."""
+
+        async def one(item: index_pb2.IndexItem) -> WriteOutcome:
+            try:
+                return WriteOutcome(position=await self._publish(item.id, writelog.encode_upsert(item, self.model_id)))
+            except GatewayError as exc:
+                return WriteOutcome(error=exc)
+
+        return list(await asyncio.gather(*(one(item) for item in items)))
+
+    async def delete(self, ids: Sequence[str]) -> DeleteOutcome:
+        """Publish a tombstone for every id; counts those whose latest write was an upsert."""
+        unique = list(dict.fromkeys(ids))
+        existed = await asyncio.gather(*(self._exists(i) for i in unique))
+        positions = await asyncio.gather(*(self._publish(i, writelog.encode_delete(i)) for i in unique))
+        return DeleteOutcome(sum(existed), list(positions))
+
+    async def _exists(self, item_id: str) -> bool:
+        """Whether the log's latest write of `item_id` stores it (not a tombstone, not never written)."""
+        try:
+            partition = self.layout.placement.partition_of(item_id)
+            last = await self.js.get_last_msg(self.layout.stream_of(partition), self.layout.subject(item_id))
+        except nats.js.errors.NotFoundError:
+            return False
+        except Exception as exc:  # noqa: BLE001 - reported as the log's retryable error
+            error = writelog.log_error(exc, f"delete of {item_id[:40]!r}")
+            raise GatewayError(error.code, error.message) from None
+        return writelog.decode(last.subject or "", last.seq or 0, last.data or b"").op == writelog.UPSERT
+
+    async def close(self) -> None:
+        """The connection belongs to the service; nothing to release here."""

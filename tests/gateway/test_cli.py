@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from crossmodal.client import Client, StoredItem
-from services.gateway.routing import shard_of
+from services.common.placement import Placement
 from tests.support import ROOT, up_command, wait_for
 
 
@@ -89,6 +89,6 @@ def test_get_returns_stored_items_with_their_shard(client: Client, gallery: list
     assert (image.modality, image.metadata, image.tags) == ("image", {"parity": "even", "kind": "image"}, ["scene"])
     assert (caption.modality, caption.metadata["kind"], caption.tags) == ("text", "caption", [])
     # The shard each item is stored on, as the gateway routes it; the gallery spans both shards.
-    assert {item.id: item.shard for item in found} == {item.id: shard_of(item.id, 2) for item in found}
+    assert {item.id: item.shard for item in found} == {item.id: Placement(2).shard_of(item.id) for item in found}
     assert {item.shard for item in found} == {0, 1}
     assert not hasattr(image, "score")  # nothing was ranked

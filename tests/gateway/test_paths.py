@@ -17,6 +17,7 @@ import pytest
 
 from crossmodal.v1 import gateway_pb2, index_pb2, index_pb2_grpc, types_pb2
 from services.common.config import load_config
+from services.common.placement import Placement
 from services.gateway.backends import Backends, ShardClient
 from services.gateway.config import GatewayConfig
 from services.gateway.errors import BackendError, status_of
@@ -67,7 +68,7 @@ def _search(index: ServiceProcess, broken: dict[int, BaseException]) -> gateway_
 
         ShardClient.read = read  # type: ignore[method-assign]
         try:
-            searcher = Searcher(config, Backends(None, None, shards, model_id="m", dim=DIM))  # type: ignore[arg-type]
+            searcher = Searcher(config, Backends(None, None, shards, Placement(2), model_id="m", dim=DIM))  # type: ignore[arg-type]
             request = gateway_pb2.SearchRequest(vector=gateway_pb2.QueryVector(values=[1.0] * DIM), k=8)
             return await searcher.search(request, remaining=None)
         finally:

@@ -11,7 +11,7 @@ import pytest
 from crossmodal.client import Client, Item, build_filter
 from crossmodal.cluster import LocalCluster
 from crossmodal.v1 import index_pb2, index_pb2_grpc, types_pb2
-from services.gateway.routing import shard_of
+from services.common.placement import Placement
 from tests.support import metric_value, metrics_text
 
 
@@ -121,7 +121,7 @@ def test_ingest_rejects_bad_items_alone_and_replaces_resent_ids(
     assert acks["fresh-1"].ok and acks["fresh-2"].ok
     for bad in ("", "broken-image", "empty-text", "x" * 300):
         assert acks[bad].code == grpc.StatusCode.INVALID_ARGUMENT and acks[bad].message
-    assert acks["fresh-1"].shard == shard_of("fresh-1", 2)
+    assert acks["fresh-1"].shard == Placement(2).shard_of("fresh-1")
     (again,) = list(client.ingest([Item("fresh-1", text="a small orange heart", metadata={"v": "2"})]))
     assert again.ok
     found, missing = client.get(["fresh-1", "fresh-2", "never"])
