@@ -1,7 +1,7 @@
 """Configuration of the index service: which shards this process serves, where, and how they are tuned.
 
 `ShardSettings` is the tuning every shard of a process shares; `IndexConfig` extends it with what only
-the process needs (server, data directory, shard numbers, worker threads), so each setting and its
+the process needs (server, data directory, shard numbers, worker threads, the write log), so each setting and its
 default is written once and a shard can be handed the whole configuration.
 """
 
@@ -14,6 +14,7 @@ from usearch.index import MetricKind, ScalarKind
 
 from services.common.config import ConfigError, ServerConfig, setting
 from services.common.limits import Limits
+from services.common.writelog import LogConfig
 
 DEFAULT_PORT = 50054
 DEFAULT_METRICS_PORT = 9103
@@ -150,6 +151,9 @@ class IndexConfig(ShardSettings):
         min=1,
         max=1024,
     )
+    # The write log (CROSSMODAL_LOG_URL, ...): empty URL, direct mode (the gateway writes this replica);
+    # set, the replica applies its shards' partitions of the log and refuses direct writes.
+    log: LogConfig = dataclasses.field(default_factory=LogConfig)
 
     def __post_init__(self) -> None:
         if not self.shards:

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from crossmodal.v1 import types_pb2
+from crossmodal.v1 import index_pb2, types_pb2
 from services.common import limits
 
 MODALITY_IMAGE = int(types_pb2.MODALITY_IMAGE)
@@ -23,6 +23,42 @@ class Item:
     vector: np.ndarray
     metadata: Mapping[str, str] = dataclasses.field(default_factory=dict)
     tags: tuple[str, ...] = ()
+
+
+def item_from_proto(item: index_pb2.IndexItem) -> Item:
+    """The domain item of an IndexItem (a request's or a log message's), not yet checked against the limits."""
+    return Item(
+        item.id,
+        item.modality,
+        np.asarray(item.vector, dtype=np.float32),
+        dict(item.metadata),
+        tuple(item.tags),
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LogOp:
+    """One write read from the write log: an upsert (`item` set) or a delete (`item` None) of `item_id`."""
+
+    sequence: int
+    item_id: str
+    model_id: str = ""
+    item: Item | None = None
+
+    @property
+    def op(self) -> str:
+        """ "upsert" or "delete" (the label of the metrics)."""
+        return "upsert" if self.item is not None else "delete"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LogApplyResult:
+    """What one batch of log writes did: writes applied and skipped (by op and by reason), version, position."""
+
+    applied: Mapping[str, int]
+    skipped: Mapping[str, int]
+    version: int
+    position: int
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -131,6 +167,11 @@ class ShardStats:
     model_id: str
     dim: int
     dtype: str
+    # With a write log: (partition, last applied sequence) of each partition the shard owns, the writes of
+    # those partitions not applied yet, and the age of the oldest of them.
+    applied: tuple[tuple[int, int], ...] = ()
+    log_lag: int = 0
+    log_lag_seconds: float = 0.0
 
 
 def make_filter(

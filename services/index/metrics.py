@@ -54,3 +54,29 @@ WRITE_ERRORS = Counter(
     "Writes (upsert, delete, snapshot) a shard refused and rolled back, by reason (disk_full).",
     ["shard", "op", "reason"],
 )
+LOG_APPLIED_SEQUENCE = Gauge(
+    "crossmodal_index_log_applied_sequence",
+    "With a write log: the last log sequence the shard applied, per partition it owns.",
+    ["shard", "partition"],
+)
+LOG_LAG_MESSAGES = Gauge(
+    "crossmodal_index_log_lag_messages",
+    "With a write log: writes of the shard's partitions in the log that it has not applied yet.",
+    ["shard"],
+)
+LOG_LAG_SECONDS = Gauge(
+    "crossmodal_index_log_lag_seconds",
+    "With a write log: age of the oldest write of the shard's partitions not applied yet (0 when caught up).",
+    ["shard"],
+)
+LOG_APPLIED = Counter(
+    "crossmodal_index_log_applied",
+    "With a write log: log writes the shard applied, by op (upsert, delete).",
+    ["shard", "op"],
+)
+LOG_SKIPPED = Counter(
+    "crossmodal_index_log_skipped",
+    "With a write log: log messages the shard skipped, by reason (undecodable, misrouted, model, invalid, "
+    "already_applied); their position still advances.",
+    ["shard", "reason"],
+)

@@ -1,4 +1,8 @@
-"""The index service: opens its shards, serves them over gRPC and runs their background maintenance."""
+"""The index service: opens its shards, serves them over gRPC and runs their background maintenance.
+
+With a write log configured (CROSSMODAL_LOG_URL) it also follows the log (`follower.py`) and turns
+SERVING only once every partition its shards own has been caught up with.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import structlog
 
 from crossmodal.v1 import index_pb2_grpc
 from services.index.config import IndexConfig
+from services.index.follower import LogFollower
 from services.index.servicer import IndexServicer, ShardSet
 from services.index.shard import Shard
 
@@ -29,7 +34,8 @@ class IndexService:
         # Requests and maintenance get separate threads so that a long compaction never starves searches.
         self._executor = ThreadPoolExecutor(config.workers, thread_name_prefix="index-rpc")
         self._maintenance_executor = ThreadPoolExecutor(1, thread_name_prefix="index-maintenance")
-        self._servicer = IndexServicer(self.shards, config.limits, self._executor)
+        self.follower = LogFollower(config.log) if config.log.enabled else None
+        self._servicer = IndexServicer(self.shards, config.limits, self._executor, self.follower)
         self._tasks: list[asyncio.Task[None]] = []
 
     def register(self, server: grpc.aio.Server) -> Sequence[str]:
@@ -42,7 +48,7 @@ class IndexService:
         return self.config.data_dir / f"shard-{number}"
 
     async def start(self) -> None:
-        """Open every shard (load snapshot + replay, or rebuild), then start their maintenance loops."""
+        """Open every shard (load snapshot + replay, or rebuild), start their maintenance, catch up with the log."""
         loop = asyncio.get_running_loop()
         opened = await asyncio.gather(
             *(
@@ -60,6 +66,13 @@ class IndexService:
             raise errors[0]
         for shard in self.shards.shards.values():
             self._tasks.append(asyncio.create_task(self._maintain(shard), name=f"index-maintain-{shard.number}"))
+        if self.follower is not None:
+            try:
+                await self.follower.start(dict(self.shards.shards))
+            except BaseException:
+                # A failed or cancelled start (SIGTERM while waiting for the log) gets no stop(): clean up here.
+                await self.stop()
+                raise
 
     async def _maintain(self, shard: Shard) -> None:
         loop = asyncio.get_running_loop()
@@ -79,7 +92,9 @@ class IndexService:
         await asyncio.gather(*(loop.run_in_executor(self._executor, shard.close, snapshot) for shard in shards))
 
     async def stop(self) -> None:
-        """Stop maintenance, write a final snapshot of each changed shard and release the shards."""
+        """Stop following the log and maintenance, write a final snapshot of each changed shard, release them."""
+        if self.follower is not None:
+            await self.follower.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

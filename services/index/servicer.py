@@ -3,13 +3,17 @@
 Every RPC converts its request and calls the shard on a worker thread (store commits fsync, USearch
 calls are native and long): the event loop only parses, dispatches and answers. Domain errors become
 status codes in `_STATUS_CODES` and nowhere else; the contract's limits are `services.common.limits`.
+
+In log mode (a `LogFollower` is given) the replica's writes come from the write log only: direct
+writes are refused, reads with `after` positions first wait for the follower, and stats carry the
+applied positions and the lag.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from typing import Any, TypeVar, cast
 
@@ -19,7 +23,7 @@ import structlog
 
 from crossmodal.v1 import index_pb2, index_pb2_grpc, types_pb2
 from services.common.limits import LimitError, Limits
-from services.index.domain import Hit, Item, SearchQuery, make_filter
+from services.index.domain import Hit, SearchQuery, item_from_proto, make_filter
 from services.index.errors import (
     IndexServiceError,
     InvalidArgumentError,
@@ -28,6 +32,7 @@ from services.index.errors import (
     StorageFullError,
     UnknownShardError,
 )
+from services.index.follower import LogFollower
 from services.index.shard import Shard
 
 log = structlog.get_logger("index.servicer")
@@ -46,6 +51,15 @@ _STATUS_CODES: tuple[tuple[type[CallerError], grpc.StatusCode], ...] = (
     # Retryable: the write was rolled back and succeeds once space is freed.
     (StorageFullError, grpc.StatusCode.RESOURCE_EXHAUSTED),
 )
+
+
+# A read with `after` positions but no deadline waits at most this long for the follower.
+_AFTER_WAIT_WITHOUT_DEADLINE = 10.0
+# Answer UNAVAILABLE this long (at most a fifth of the time left) before the caller's deadline, so that
+# the caller gets the reason and still has time to ask another replica.
+_AFTER_WAIT_MARGIN = 0.05
+
+LOG_MODE_WRITE_REFUSAL = "this replica applies the write log (CROSSMODAL_LOG_URL); write through the gateway"
 
 
 def status_code_for(error: CallerError) -> grpc.StatusCode:
@@ -96,10 +110,13 @@ def _hit_proto(hit: Hit) -> index_pb2.SearchHit:
 class IndexServicer(index_pb2_grpc.IndexServiceServicer):
     """Validates requests, runs them on the shards off the event loop and maps errors to status codes."""
 
-    def __init__(self, shards: ShardSet, limits: Limits, executor: Executor) -> None:
+    def __init__(
+        self, shards: ShardSet, limits: Limits, executor: Executor, follower: LogFollower | None = None
+    ) -> None:
         self._shards = shards
         self._limits = limits
         self._executor = executor
+        self._follower = follower
 
     async def _run(self, context: grpc.aio.ServicerContext, fn: Callable[..., R], *args: Any) -> R:
         loop = asyncio.get_running_loop()
@@ -111,6 +128,23 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
             log.exception("index call failed", error=repr(exc))
             await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
         raise AssertionError("unreachable: context.abort raises")
+
+    async def _wait_after(
+        self, context: grpc.aio.ServicerContext, shard: int, after: Iterable[types_pb2.LogPosition]
+    ) -> None:
+        """Wait until the shard applied the `after` positions it owns (log mode; direct mode has no log)."""
+        positions = [(p.partition, p.sequence) for p in after]
+        if not positions or self._follower is None:
+            return
+        remaining = context.time_remaining()
+        budget = (
+            _AFTER_WAIT_WITHOUT_DEADLINE if remaining is None else remaining - min(_AFTER_WAIT_MARGIN, remaining / 5)
+        )
+        try:
+            self._shards.get(shard)
+            await self._follower.wait_applied(shard, positions, budget)
+        except IndexServiceError as exc:
+            await context.abort(status_code_for(exc), str(exc))
 
     # --- RPCs --------------------------------------------------------------------------------
 
@@ -129,13 +163,15 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
     async def GetVectors(
         self, request: index_pb2.GetVectorsRequest, context: grpc.aio.ServicerContext
     ) -> index_pb2.GetVectorsResponse:
-        """Fetch stored items by id."""
+        """Fetch stored items by id (after the `after` log positions were applied)."""
+        await self._wait_after(context, request.shard, request.after)
         return await self._run(context, self._get, request)
 
     async def SearchShard(
         self, request: index_pb2.SearchShardRequest, context: grpc.aio.ServicerContext
     ) -> index_pb2.SearchShardResponse:
-        """Top-K search on one shard."""
+        """Top-K search on one shard (after the `after` log positions were applied)."""
+        await self._wait_after(context, request.shard, request.after)
         return await self._run(context, self._search, request)
 
     async def GetShardStats(
@@ -152,12 +188,15 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
 
     # --- blocking bodies (worker threads) -----------------------------------------------------
 
+    def _refuse_in_log_mode(self) -> None:
+        if self._follower is not None:
+            raise PreconditionError(LOG_MODE_WRITE_REFUSAL)
+
     def _upsert(self, request: index_pb2.UpsertVectorsRequest) -> index_pb2.UpsertVectorsResponse:
         shard = self._shards.get(request.shard)
+        self._refuse_in_log_mode()
         self._limits.check_batch(len(request.items), "items")
-        items = [
-            Item(it.id, it.modality, _vector(it.vector), dict(it.metadata), tuple(it.tags)) for it in request.items
-        ]
+        items = [item_from_proto(it) for it in request.items]
         result = shard.upsert(request.model_id, items)
         statuses = [
             types_pb2.ItemStatus()
@@ -169,6 +208,7 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
 
     def _delete(self, request: index_pb2.DeleteVectorsRequest) -> index_pb2.DeleteVectorsResponse:
         shard = self._shards.get(request.shard)
+        self._refuse_in_log_mode()
         self._limits.check_batch(len(request.ids))
         deleted, version = shard.delete(list(request.ids))
         return index_pb2.DeleteVectorsResponse(deleted=deleted, version=version)
@@ -211,6 +251,8 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
         out = []
         for number in self._shards.numbers:
             s = self._shards.get(number).stats()
+            if self._follower is not None:
+                s = self._follower.annotate(s)
             out.append(
                 index_pb2.ShardStats(
                     shard=s.shard,
@@ -223,6 +265,9 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
                     model_id=s.model_id,
                     dim=s.dim,
                     dtype=s.dtype,
+                    applied=[types_pb2.LogPosition(partition=p, sequence=q) for p, q in s.applied],
+                    log_lag=s.log_lag,
+                    log_lag_seconds=s.log_lag_seconds,
                 )
             )
         return index_pb2.GetShardStatsResponse(shards=out)

@@ -21,6 +21,17 @@ so two concurrent calls share slots (newer bindings add a mutex of their own; we
 - `_maintenance_lock` serialises snapshots and compactions (one at a time per shard).
 Lock order is maintenance -> write -> index; no code path takes them in another order.
 
+The write log (log mode, `follower.py`). A replica that follows the log gets its writes from
+`apply_log` only, one batch of one partition at a time, under `_write_lock` like any writer: the batch's
+items, deletes and the partition's new position commit in ONE store transaction, then graph and catalog
+are updated under `_index_lock` exactly as for an upsert or delete, and only then does the in-memory
+position (`_log_positions`, what `log_position` and the read-your-writes wait see) move. So a position a
+reader sees is always covered by the graph, and a kill -9 at any point leaves the store at a position it
+holds every write up to, and none past it: the follower resumes after the recorded position. The store
+refuses a batch unless its recorded position is still the one the batch was read after, so no write is
+ever applied twice. Writes the shard refuses (another model, a broken limit) are skipped and counted, and
+their position still advances: a poison message must not stall its partition.
+
 Durability (design.md, "Durability contract"):
 - Snapshot: under `_index_lock` the graph is serialised to memory (a memcpy-speed pause) together with
   the version it covers; the bytes are then written to `index-<version>-<ns>.usearch.tmp`, fsynced, renamed
@@ -74,6 +85,8 @@ from services.index.domain import (
     Entry,
     Hit,
     Item,
+    LogApplyResult,
+    LogOp,
     SearchQuery,
     SearchResult,
     ShardStats,
@@ -162,6 +175,7 @@ class Shard:
         self._index: Index | None = None
         self._catalog = Catalog()
         self._applied_version = 0
+        self._log_positions: dict[int, int] = {}
         self._deleted = 0
         self._memory_bytes = 0
         self._needs_rebuild = False
@@ -218,6 +232,7 @@ class Shard:
 
     def _recover(self) -> None:
         started = time.perf_counter()
+        self._log_positions = dict(self._store.log_positions)
         for key, entry in self._store.entries():
             self._catalog.add(key, entry)
         self._applied_version = self._store.version
@@ -446,6 +461,92 @@ class Shard:
                 log.exception("graph update failed after commit; a rebuild is scheduled", shard=self.number)
                 raise
         self._publish()
+
+    def log_position(self, partition: int) -> int:
+        """The last write-log sequence of `partition` applied to store, graph and catalog (0: none)."""
+        return self._log_positions.get(partition, 0)
+
+    def apply_log(self, partition: int, position: int, writes: Sequence[LogOp]) -> LogApplyResult:
+        """Apply an ordered batch of one partition's log writes and move its position to `position`.
+
+        `writes` are in log order, all at or before `position` (the batch's last sequence, which also covers
+        messages the caller could not decode). A later write of an id wins over an earlier one. Writes the
+        position already covers are dropped; refused ones (another model, a broken limit) are skipped with
+        a reason; both still count as applied for the position. One commit, then graph and catalog.
+        """
+        self._check_open()
+        started = time.perf_counter()
+        applied: dict[str, int] = {}
+        skipped: dict[str, int] = {}
+        with self._write_lock:
+            self._check_open()
+            after = self._log_positions.get(partition, 0)
+            if position <= after:
+                skipped["already_applied"] = len(writes)
+                return LogApplyResult(applied, skipped, self._store.version, after)
+            model_id, dim = self._store.model_id, self.dim
+            latest: dict[str, LogOp] = {}
+            refusals: list[str] = []
+            for write in writes:
+                if write.sequence > position:
+                    raise ValueError(f"log write {write.sequence} is past the batch position {position}")
+                if write.sequence <= after:
+                    skipped["already_applied"] = skipped.get("already_applied", 0) + 1
+                    continue
+                reason, detail = self._refusal(write, model_id, dim)
+                if reason:
+                    skipped[reason] = skipped.get(reason, 0) + 1
+                    refusals.append(f"{write.sequence}: {detail}")
+                    continue
+                if write.item is not None:
+                    model_id, dim = model_id or write.model_id, dim or int(write.item.vector.shape[0])
+                latest.pop(write.item_id, None)
+                latest[write.item_id] = write
+                applied[write.op] = applied.get(write.op, 0) + 1
+            if refusals:
+                log.warning(
+                    "log writes skipped",
+                    shard=self.number,
+                    partition=partition,
+                    skipped=skipped,
+                    first=refusals[0],
+                )
+            rows = [w.item for w in latest.values() if w.item is not None]
+            deletes = [w.item_id for w in latest.values() if w.item is None]
+            # A failed commit leaves store, graph, catalog and position as they were.
+            with self._disk_full_guard("log"):
+                version, keys, removed = self._store.apply_log(partition, after, position, model_id, dim, rows, deletes)
+            try:
+                if keys or removed:
+                    entries = {
+                        key: Entry(row.id, row.modality, dict(row.metadata), tuple(row.tags), version)
+                        for key, row in zip(keys, rows, strict=True)
+                    }
+                    vectors = np.stack([row.vector for row in rows]) if rows else None
+                    key_array = np.asarray(keys, dtype=np.uint64) if keys else None
+                    self._apply(version, dim, key_array, vectors, entries, removed)
+            finally:
+                # The commit stands even when the graph update failed (a rebuild is scheduled then): the
+                # position must follow the store, or the next batch would be refused for ever.
+                self._log_positions[partition] = position
+        metrics.WRITE_SECONDS.labels(self._label, "log").observe(time.perf_counter() - started)
+        return LogApplyResult(applied, skipped, version, position)
+
+    def _refusal(self, write: LogOp, model_id: str, dim: int) -> tuple[str, str]:
+        """Why a log write cannot be applied as ("reason", "detail"), or ("", "") when it can."""
+        try:
+            check_id(write.item_id)
+            item = write.item
+            if item is None:
+                return "", ""
+            if not write.model_id or (model_id and write.model_id != model_id):
+                return "model", f"model {write.model_id!r}, the shard holds {model_id!r}"
+            check_modality(item.modality, allow_unspecified=False)
+            check_vector(item.vector, dim)
+            self.settings.limits.check_metadata(item.metadata, item.tags)
+        except LimitError as exc:
+            return "invalid", str(exc)
+        return "", ""
 
     # --- reads -------------------------------------------------------------------------------
 

@@ -9,6 +9,10 @@ Tables:
   covered by the latest snapshot are pruned when it is recorded.
 - `meta`: the store version, the key counter, the model id and dimension, and the latest snapshot's
   file name, version, size, CRC-32 and creation time.
+- `log_positions`: with a write log, the last log sequence applied per partition. It is written in the
+  same transaction as the items and removals it covers, so after any crash the store holds exactly the
+  writes up to its recorded positions: none is lost and none is applied twice (`apply_log` checks, inside
+  that transaction, that the position is still the one the batch was read after).
 
 Every write is one `BEGIN IMMEDIATE ... COMMIT` transaction; with synchronous=FULL the commit returns
 only after the WAL is fsynced, so whatever the caller acknowledges afterwards survives kill -9 and power
@@ -55,11 +59,19 @@ CREATE TABLE IF NOT EXISTS meta (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS log_positions (
+    partition INTEGER PRIMARY KEY,
+    sequence INTEGER NOT NULL
+);
 """
 
 
 class StoreError(RuntimeError):
     """The store file cannot be used (wrong schema, not WAL-capable)."""
+
+
+class LogPositionError(RuntimeError):
+    """A log batch was read after another position than the one the store holds (a bug: never applied)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -119,6 +131,11 @@ class Store:
                 crc32=int(meta["snapshot_crc32"]),
                 created_at=float(meta["snapshot_created_at"]),
             )
+        # The last applied write-log sequence per partition (empty in direct mode).
+        self.log_positions: dict[int, int] = {
+            int(partition): int(sequence)
+            for partition, sequence in self._conn.execute("SELECT partition, sequence FROM log_positions")
+        }
 
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: transactions are explicit, so nothing commits behind the store's back.
@@ -181,33 +198,38 @@ class Store:
     def upsert(self, model_id: str, dim: int, rows: Sequence[Item]) -> tuple[int, list[int], list[int]]:
         """Insert or replace `rows` (distinct ids) in one commit; (version, new keys, replaced keys)."""
         version = self.version + 1
-        next_key = self.next_key
-        keys: list[int] = []
-        replaced: list[int] = []
         with self._write() as cur:
-            for row in rows:
-                old = cur.execute("SELECT key FROM items WHERE id = ?", (row.id,)).fetchone()
-                if old is not None:
-                    replaced.append(int(old[0]))
-                    cur.execute("INSERT INTO removed(key, version) VALUES (?, ?)", (old[0], version))
-                cur.execute(
-                    "INSERT OR REPLACE INTO items(id, key, modality, metadata, tags, vector, version) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        row.id,
-                        next_key,
-                        row.modality,
-                        _encode_metadata(row.metadata),
-                        _encode_tags(row.tags),
-                        row.vector.astype("<f4").tobytes(),
-                        version,
-                    ),
-                )
-                keys.append(next_key)
-                next_key += 1
+            keys, replaced, next_key = self._insert(cur, version, rows)
             self._set_meta(cur, version=version, next_key=next_key, model_id=model_id, dim=dim)
         self.version, self.next_key, self.model_id, self.dim = version, next_key, model_id, dim
         return version, keys, replaced
+
+    def _insert(self, cur: sqlite3.Cursor, version: int, rows: Sequence[Item]) -> tuple[list[int], list[int], int]:
+        """Insert or replace `rows` inside the caller's transaction; (new keys, replaced keys, next key)."""
+        next_key = self.next_key
+        keys: list[int] = []
+        replaced: list[int] = []
+        for row in rows:
+            old = cur.execute("SELECT key FROM items WHERE id = ?", (row.id,)).fetchone()
+            if old is not None:
+                replaced.append(int(old[0]))
+                cur.execute("INSERT INTO removed(key, version) VALUES (?, ?)", (old[0], version))
+            cur.execute(
+                "INSERT OR REPLACE INTO items(id, key, modality, metadata, tags, vector, version) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    row.id,
+                    next_key,
+                    row.modality,
+                    _encode_metadata(row.metadata),
+                    _encode_tags(row.tags),
+                    row.vector.astype("<f4").tobytes(),
+                    version,
+                ),
+            )
+            keys.append(next_key)
+            next_key += 1
+        return keys, replaced, next_key
 
     def delete(self, ids: Sequence[str]) -> tuple[int, list[int]]:
         """Delete the stored ones among `ids` in one commit; (version, their keys)."""
@@ -228,6 +250,59 @@ class Store:
             self._set_meta(cur, version=version)
         self.version = version
         return version, keys
+
+    def apply_log(
+        self,
+        partition: int,
+        after: int,
+        position: int,
+        model_id: str,
+        dim: int,
+        rows: Sequence[Item],
+        deletes: Sequence[str],
+    ) -> tuple[int, list[int], list[int]]:
+        """Apply one partition's log writes read after `after` and record `position`, all in one commit.
+
+        `rows` (distinct ids) are inserted or replaced and `deletes` (ids not in `rows`) removed when
+        stored. Raises LogPositionError, changing nothing, unless the recorded position is still `after`:
+        a write the store already covers can never be applied again. The version moves only when an item
+        changed. Returns (version, new keys, removed keys: replaced and deleted).
+        """
+        if position <= after:
+            raise LogPositionError(f"partition {partition}: new position {position} is not after {after}")
+        version = self.version + 1
+        next_key = self.next_key
+        with self._write() as cur:
+            row = cur.execute("SELECT sequence FROM log_positions WHERE partition = ?", (partition,)).fetchone()
+            recorded = int(row[0]) if row is not None else 0
+            if recorded != after:
+                raise LogPositionError(
+                    f"partition {partition}: the store applied the log up to {recorded}, "
+                    f"the batch was read after {after}"
+                )
+            deleted: list[int] = []
+            for item_id in deletes:
+                old = cur.execute("DELETE FROM items WHERE id = ? RETURNING key", (item_id,)).fetchone()
+                if old is not None:
+                    deleted.append(int(old[0]))
+            cur.executemany("INSERT INTO removed(key, version) VALUES (?, ?)", [(key, version) for key in deleted])
+            keys, replaced, next_key = self._insert(cur, version, rows)
+            cur.execute(
+                "INSERT INTO log_positions(partition, sequence) VALUES (?, ?) "
+                "ON CONFLICT(partition) DO UPDATE SET sequence = excluded.sequence",
+                (partition, position),
+            )
+            changed = bool(rows or deleted)
+            if rows:
+                self._set_meta(cur, version=version, next_key=next_key, model_id=model_id, dim=dim)
+            elif deleted:
+                self._set_meta(cur, version=version)
+        self.log_positions[partition] = position
+        if changed:
+            self.version, self.next_key = version, next_key
+            if rows:
+                self.model_id, self.dim = model_id, dim
+        return self.version, keys, replaced + deleted
 
     def record_snapshot(self, record: SnapshotRecord) -> None:
         """Make `record` the current snapshot and forget removals it already covers."""
