@@ -11,7 +11,7 @@ PROTO_DIR := protos
 PROTOS := $(wildcard $(PROTO_DIR)/crossmodal/v1/*.proto)
 GEN_DIR := crossmodal/v1
 
-.PHONY: setup setup-export protos protos-check config-table test test-all demo bench reliability lint typecheck clean
+.PHONY: setup setup-export protos protos-check config-table nats test test-all demo bench reliability lint typecheck clean
 
 # The virtualenv with the service packages, the dev tools and the package in editable mode.
 $(STAMP): pyproject.toml constraints.txt
@@ -41,24 +41,29 @@ protos-check: $(STAMP)
 config-table: $(STAMP)
 	$(PY) scripts/config_table.py --update README.md
 
-test: $(EXPORT_STAMP) protos-check
+# nats-server, the write log's JetStream server: clusters with more than one replica per shard start one
+# (crossmodal up, the tests, the benchmarks). Fails with a message saying how when it cannot be installed.
+nats:
+	bash scripts/install_nats.sh
+
+test: $(EXPORT_STAMP) protos-check nats
 	bash scripts/install_prometheus.sh
 	$(PY) -m pytest -q
 
-test-all: $(EXPORT_STAMP) protos-check
+test-all: $(EXPORT_STAMP) protos-check nats
 	bash scripts/install_prometheus.sh
 	$(PY) -m pytest -q -m ''
 
 demo: $(STAMP)
 	$(PY) -m crossmodal.cli demo
 
-bench: $(EXPORT_STAMP)
+bench: $(EXPORT_STAMP) nats
 	$(PY) bench/run_all.py
 
 # The fault, fuzz and security tests (the slow kill-9 rounds included) and the overload benchmark, each
 # recording what held, then the README's "Reliability" table rebuilt from those records (12 min on an idle 2-core machine).
 RELIABILITY_LOG := build/reliability/tests.jsonl
-reliability: $(EXPORT_STAMP) protos-check
+reliability: $(EXPORT_STAMP) protos-check nats
 	bash scripts/install_prometheus.sh
 	rm -f $(RELIABILITY_LOG)
 	CROSSMODAL_RELIABILITY_LOG=$(RELIABILITY_LOG) $(PY) -m pytest -q -m '' tests/faults tests/fuzz tests/security \

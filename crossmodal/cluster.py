@@ -1,9 +1,23 @@
-"""A local crossmodal cluster as processes: encoders, N shards x R replicas and a gateway.
+"""A local crossmodal cluster as processes: the write log, encoders, N shards x R replicas and a gateway.
 
 Used by `crossmodal up`, `make demo`, the end-to-end tests and the benchmarks. Every process gets its
 own log file and ready file under the data directory; start() returns once all of them are SERVING.
 The fault tests use kill() (SIGKILL, as a crash) and restart(), which brings a process back on the same
-port with the same environment and data, so the gateway's configured addresses stay valid.
+ports with the same environment and data, so the gateway's configured addresses stay valid.
+
+The write log (`ClusterSpec.log`): with more than one replica per shard the gateway needs one, so by
+default a cluster with replicas > 1 first starts a local NATS JetStream server (crossmodal.logserver) with
+its store under `<data-dir>/log/`, and hands its URL to the gateway and every index process; a later
+start on the same data directory finds the same stream and data there. "cluster" starts three routed
+nodes and asks the gateway for three stream replicas. The log starts first and stops last, so no
+process ever runs without it. With a log the start order changes: an index replica turns SERVING only
+once it caught up with the log's stream, which the gateway creates, so the gateway starts as soon as
+the encoders are SERVING, and shards on free ports get their ports picked here, before they start.
+
+Supervision is opt-in (`supervise=True`, what `crossmodal up` does): a thread restarts any process that
+exits, on its ports and data, after a back-off that doubles from 0.5 s to 30 s and starts again from
+0.5 s once a process stayed up a minute. Tests leave it off, because they kill processes on purpose and
+decide themselves when those come back.
 
 The processes are started by module name (`python -m services.<name>`), so this module never imports the
 services. They run in the data directory, not in the caller's: every path they are given (data, logs,
@@ -15,16 +29,21 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from crossmodal.logserver import LogCluster, LogServer, LogServerError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BUNDLE = REPO_ROOT / "models" / "default"
@@ -33,6 +52,9 @@ MAX_TEXT_ENCODERS = 7
 # Settings that name a file or directory: a relative value would be read against the child's working
 # directory, which is not the one the caller meant.
 _PATH_SUFFIXES = ("_FILE", "_DIR", "_BUNDLE")
+# The write log a cluster starts: none, one JetStream server, or three routed ones.
+LOG_MODES = ("none", "single", "cluster")
+LOG_CLUSTER_SIZE = 3
 
 
 def absolute_paths(env: Mapping[str, str]) -> dict[str, str]:
@@ -43,6 +65,13 @@ def absolute_paths(env: Mapping[str, str]) -> dict[str, str]:
         else value
         for name, value in env.items()
     }
+
+
+def _free_port(host: str) -> int:
+    """A port free on `host` now (the caller binds it moments later; see where it is used for why)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
 
 
 class ClusterError(RuntimeError):
@@ -93,6 +122,14 @@ class ClusterSpec:
     gateway_env: dict[str, str] = field(default_factory=dict)
     # More than one gives the gateway addresses to fail over between; those after the first use free ports.
     text_encoders: int = 1
+    # One of LOG_MODES; empty: "single" when replicas > 1 (the gateway refuses replicas without a log), else "none".
+    log: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.log:
+            self.log = "single" if self.replicas > 1 else "none"
+        if self.log not in LOG_MODES:
+            raise ValueError(f"log must be one of {', '.join(LOG_MODES)}, not {self.log!r}")
 
     @classmethod
     def on_free_ports(cls, data_dir: Path, **fields: Any) -> ClusterSpec:
@@ -107,10 +144,31 @@ class ClusterSpec:
         return cls(data_dir=data_dir, **{**free, **fields})
 
 
-class LocalCluster:
-    """Starts and stops the processes of a local cluster."""
+# Supervision: how often exits are looked for, and the back-off between restarts of one process.
+SUPERVISE_POLL_SECONDS = 0.1
+BACKOFF_INITIAL_SECONDS = 0.5
+BACKOFF_MAX_SECONDS = 30.0
+# A process that stayed up this long is healthy again: its next failure waits BACKOFF_INITIAL_SECONDS.
+BACKOFF_RESET_SECONDS = 60.0
 
-    def __init__(self, spec: ClusterSpec, say: Callable[[str], None] = lambda _m: None) -> None:
+
+@dataclass
+class _Restarts:
+    """The supervisor's record of one process: restarts so far, the next back-off, and what it waits for."""
+
+    started: float
+    count: int = 0
+    delay: float = BACKOFF_INITIAL_SECONDS
+    due: float | None = None  # set while the process is down: when to start it again
+    waiting_ready: bool = False
+
+
+class LocalCluster:
+    """Starts and stops the processes of a local cluster (and restarts the ones that die, with `supervise`)."""
+
+    def __init__(
+        self, spec: ClusterSpec, say: Callable[[str], None] = lambda _m: None, *, supervise: bool = False
+    ) -> None:
         # Resolved once, here: a later chdir of the caller must not move the cluster's files.
         self.spec = dataclasses.replace(
             spec,
@@ -120,8 +178,15 @@ class LocalCluster:
             gateway_env=absolute_paths(spec.gateway_env),
         )
         self.say = say
+        self.supervise = supervise
         self.processes: list[ClusterProcess] = []
         self.gateway: ClusterProcess | None = None
+        self.log: LogServer | LogCluster | None = None
+        self._stopping = threading.Event()
+        # Held while the supervisor starts a process, so stop() never races a restart.
+        self._launching = threading.Lock()
+        self._supervisor: threading.Thread | None = None
+        self._restarts: dict[str, _Restarts] = {}
 
     def _process(self, name: str, module: str, port: int, metrics_port: int, env: Mapping[str, str]) -> ClusterProcess:
         spec = self.spec
@@ -144,7 +209,7 @@ class LocalCluster:
             **spec.env,
             **env,
         }
-        return ClusterProcess(name, module, full, logs / f"{name}.log", ready)
+        return ClusterProcess(name, module, full, logs / f"{name}.log", ready, port=port)
 
     def _launch(self, process: ClusterProcess) -> None:
         process.ready_file.unlink(missing_ok=True)
@@ -161,6 +226,23 @@ class LocalCluster:
         if process not in self.processes:
             self.processes.append(process)
 
+    @staticmethod
+    def _pin_ports(process: ClusterProcess) -> None:
+        """Make a relaunch bind the ports the process had, even those it was first given free (port 0)."""
+        if process.port:
+            process.env["CROSSMODAL_PORT"] = str(process.port)
+        if process.metrics_port > 0:
+            process.env["CROSSMODAL_METRICS_PORT"] = str(process.metrics_port)
+
+    @staticmethod
+    def _read_ready(process: ClusterProcess) -> bool:
+        """Whether the process wrote its ready file; if so, take its ports from it."""
+        if not process.ready_file.exists():
+            return False
+        info = json.loads(process.ready_file.read_text())
+        process.port, process.metrics_port = int(info["port"]), int(info["metrics_port"])
+        return True
+
     def _wait_ready(self, processes: list[ClusterProcess], timeout: float) -> None:
         deadline = time.monotonic() + timeout
         waiting = list(processes)
@@ -172,9 +254,7 @@ class LocalCluster:
                         f"{process.name} exited with status {process.proc.returncode}; its log "
                         f"({process.log_path}) ends with:\n{process.tail()}"
                     )
-                if process.ready_file.exists():
-                    info = json.loads(process.ready_file.read_text())
-                    process.port, process.metrics_port = int(info["port"]), int(info["metrics_port"])
+                if self._read_ready(process):
                     waiting.remove(process)
                     self.say(f"  {process.name:<16} SERVING on {process.address} (metrics :{process.metrics_port})")
             if waiting and time.monotonic() > deadline:
@@ -188,52 +268,124 @@ class LocalCluster:
     def _port(self, base: int, offset: int) -> int:
         return 0 if base == 0 else base + offset
 
+    # --- the write log ----------------------------------------------------------------------------------
+
+    @property
+    def log_nodes(self) -> list[LogServer]:
+        """The NATS servers of the write log (none without one)."""
+        if self.log is None:
+            return []
+        return self.log.nodes if isinstance(self.log, LogCluster) else [self.log]
+
+    def _start_log(self) -> None:
+        """Start the write log the spec asks for, under <data-dir>/log/ (a store that is there is reused)."""
+        mode = self.spec.log
+        if mode == "none":
+            return
+        where = self.spec.data_dir / "log"
+        where.mkdir(parents=True, exist_ok=True)
+        # The single server has a name of its own: a store made by a standalone server must not be
+        # picked up by a node of a 3-node cluster, whose streams are raft groups.
+        self.log = LogServer(where, name="nats") if mode == "single" else LogCluster(where, size=LOG_CLUSTER_SIZE)
+        try:
+            self.log.start()
+        except LogServerError as exc:
+            raise ClusterError(f"the write log ({mode}) did not start: {exc}") from exc
+        for node in self.log_nodes:
+            self.say(f"  {node.name:<16} JetStream on {node.url} (monitoring :{node.monitor_port}; {node.log_path})")
+
+    def _log_env(self, *, gateway: bool) -> dict[str, str]:
+        """What the gateway or an index process must know about the write log."""
+        if self.log is None:
+            return {}
+        env = {"CROSSMODAL_LOG_URL": self.log.url}
+        if gateway and isinstance(self.log, LogCluster):
+            # A stream replica on every node: a write is acknowledged once two of the three stored it.
+            env["CROSSMODAL_GATEWAY_LOG_REPLICAS"] = str(len(self.log.nodes))
+        return env
+
+    def _log_node(self, node: int) -> LogServer:
+        nodes = self.log_nodes
+        if not 0 <= node < len(nodes):
+            raise ClusterError(f"the write log has {len(nodes)} node(s), no node {node}")
+        return nodes[node]
+
+    def kill_log(self, node: int = 0) -> None:
+        """kill -9 a node of the write log (a crash)."""
+        self._log_node(node).kill()
+
+    def restart_log(self, node: int = 0) -> LogServer:
+        """Start a stopped or killed node of the write log again on its store (and cluster port)."""
+        server = self._log_node(node)
+        server.kill()
+        server.start()
+        return server
+
+    # --- life cycle ------------------------------------------------------------------------------------
+
     def start(self, timeout: float = 180.0) -> LocalCluster:
-        """Start encoders and shards, then the gateway once they are SERVING."""
+        """Start the write log, then encoders and shards, then the gateway once they are SERVING."""
         spec = self.spec
         if not (spec.bundle / "model.json").is_file():
             raise ClusterError(f"no model bundle at {spec.bundle} (model.json missing)")
         if not 1 <= spec.text_encoders <= MAX_TEXT_ENCODERS:
             raise ClusterError(f"text_encoders must be 1-{MAX_TEXT_ENCODERS}, not {spec.text_encoders}")
-        mbase = spec.metrics_base_port
-        encoder_env = {"CROSSMODAL_ENCODER_BUNDLE": str(spec.bundle), "CROSSMODAL_ENCODER_PRECISION": spec.precision}
-        text_encoders = [
-            self._process(
-                "encoder_text" if n == 0 else f"encoder_text-{n}",
-                "services.encoder_text",
-                spec.text_encoder_port if n == 0 else 0,
-                self._port(mbase, 1 if n == 0 else 2 + n),
-                encoder_env,
-            )
-            for n in range(spec.text_encoders)
-        ]
-        image_encoder = self._process(
-            "encoder_image", "services.encoder_image", spec.image_encoder_port, self._port(mbase, 2), encoder_env
-        )
-        backends = [*text_encoders, image_encoder]
-        shard_map: list[list[ClusterProcess]] = []
-        for shard in range(spec.shards):
-            replicas = []
-            for replica in range(spec.replicas):
-                offset = shard * spec.replicas + replica
-                replicas.append(
-                    self._process(
-                        f"index-{shard}-{replica}",
-                        "services.index",
-                        self._port(spec.index_base_port, offset),
-                        self._port(mbase, 10 + offset),
-                        {
-                            "CROSSMODAL_INDEX_DATA_DIR": str(spec.data_dir / "index" / f"replica-{replica}"),
-                            "CROSSMODAL_INDEX_SHARDS": str(shard),
-                        },
-                    )
-                )
-            shard_map.append(replicas)
-            backends.extend(replicas)
         try:
+            self._start_log()
+            mbase = spec.metrics_base_port
+            encoder_env = {
+                "CROSSMODAL_ENCODER_BUNDLE": str(spec.bundle),
+                "CROSSMODAL_ENCODER_PRECISION": spec.precision,
+            }
+            text_encoders = [
+                self._process(
+                    "encoder_text" if n == 0 else f"encoder_text-{n}",
+                    "services.encoder_text",
+                    spec.text_encoder_port if n == 0 else 0,
+                    self._port(mbase, 1 if n == 0 else 2 + n),
+                    encoder_env,
+                )
+                for n in range(spec.text_encoders)
+            ]
+            image_encoder = self._process(
+                "encoder_image", "services.encoder_image", spec.image_encoder_port, self._port(mbase, 2), encoder_env
+            )
+            backends = [*text_encoders, image_encoder]
+            shard_map: list[list[ClusterProcess]] = []
+            for shard in range(spec.shards):
+                replicas = []
+                for replica in range(spec.replicas):
+                    offset = shard * spec.replicas + replica
+                    port = self._port(spec.index_base_port, offset)
+                    if port == 0 and self.log is not None:
+                        # The gateway must be given this address before the replica is SERVING (see below).
+                        port = _free_port(spec.host)
+                    replicas.append(
+                        self._process(
+                            f"index-{shard}-{replica}",
+                            "services.index",
+                            port,
+                            self._port(mbase, 10 + offset),
+                            {
+                                **self._log_env(gateway=False),
+                                "CROSSMODAL_INDEX_DATA_DIR": str(spec.data_dir / "index" / f"replica-{replica}"),
+                                "CROSSMODAL_INDEX_SHARDS": str(shard),
+                            },
+                        )
+                    )
+                shard_map.append(replicas)
+                backends.extend(replicas)
             for process in backends:
                 self._launch(process)
-            self._wait_ready(backends, timeout)
+            encoders = [*text_encoders, image_encoder]
+            index = [p for p in backends if p not in encoders]
+            if self.log is None:
+                self._wait_ready(backends, timeout)
+            else:
+                # An index replica that follows a log turns SERVING only once it caught up with the log's
+                # stream, which the gateway creates: so the gateway starts without waiting for the shards,
+                # dialling the ports chosen for them above.
+                self._wait_ready(encoders, timeout)
             shards = ";".join(",".join(r.address for r in replicas) for replicas in shard_map)
             self.gateway = self._process(
                 "gateway",
@@ -241,6 +393,7 @@ class LocalCluster:
                 spec.gateway_port,
                 self._port(mbase, 0),
                 {
+                    **self._log_env(gateway=True),
                     "CROSSMODAL_GATEWAY_TEXT_ENCODERS": ",".join(p.address for p in text_encoders),
                     "CROSSMODAL_GATEWAY_IMAGE_ENCODERS": image_encoder.address,
                     "CROSSMODAL_GATEWAY_SHARDS": shards,
@@ -248,10 +401,13 @@ class LocalCluster:
                 },
             )
             self._launch(self.gateway)
-            self._wait_ready([self.gateway], timeout)
+            self._wait_ready([self.gateway] if self.log is None else [*index, self.gateway], timeout)
         except BaseException:
             self.stop()
             raise
+        if self.supervise:
+            self._supervisor = threading.Thread(target=self._supervise, name="crossmodal-supervisor", daemon=True)
+            self._supervisor.start()
         return self
 
     @property
@@ -276,23 +432,89 @@ class LocalCluster:
         return process.proc.wait(30)
 
     def restart(self, name: str, timeout: float = 120.0) -> ClusterProcess:
-        """Start a stopped or killed process again on the same port, env and data; return once it is SERVING.
+        """Start a stopped or killed process again on the same ports, env and data; return once it is SERVING.
 
-        The port is the one it had, even when it was first given a free one, so every address the
+        The ports are the ones it had, even when it was first given free ones, so every address the
         gateway was configured with stays valid; a process that still runs is killed first.
         """
         process = self.by_name(name)
         if process.proc is not None and process.proc.poll() is None:
             self.kill(name)
-        if process.port:
-            process.env["CROSSMODAL_PORT"] = str(process.port)
+        self._pin_ports(process)
         self.say(f"  {name:<16} restarting on {process.address}")
         self._launch(process)
         self._wait_ready([process], timeout)
         return process
 
+    # --- supervision -----------------------------------------------------------------------------------
+
+    def _supervise(self) -> None:
+        """Restart whatever exits until stop(); runs in the supervisor thread."""
+        started = time.monotonic()
+        for name in [p.name for p in self.processes] + [n.name for n in self.log_nodes]:
+            self._restarts[name] = _Restarts(started)
+        while not self._stopping.wait(SUPERVISE_POLL_SECONDS):
+            try:
+                for process in list(self.processes):
+                    self._look_after(process.name, process.proc, functools.partial(self._relaunch, process), process)
+                for node in self.log_nodes:
+                    self._look_after(node.name, node.proc, functools.partial(self._restart_node, node), None)
+            except Exception as exc:  # noqa: BLE001 - the supervisor must outlive any one failure, and say it
+                self.say(f"supervisor: {exc!r}")
+
+    def _relaunch(self, process: ClusterProcess) -> None:
+        self._pin_ports(process)
+        self._launch(process)
+
+    def _restart_node(self, node: LogServer) -> None:
+        node.start()  # on the ports it had: the gateway and the index processes keep its address
+        self.say(f"{node.name} is listening again on {node.url}")
+
+    def _look_after(
+        self,
+        name: str,
+        proc: subprocess.Popen[bytes] | None,
+        relaunch: Callable[[], object],
+        process: ClusterProcess | None,
+    ) -> None:
+        """One supervision step for one process: note an exit, restart it when its back-off is over."""
+        state = self._restarts.setdefault(name, _Restarts(time.monotonic()))
+        now = time.monotonic()
+        returncode = None if proc is None else proc.poll()
+        if proc is not None and returncode is None:
+            if state.waiting_ready and process is not None and self._read_ready(process):
+                state.waiting_ready = False
+                self.say(f"{name} is SERVING again on {process.address}")
+            return
+        if state.due is None:
+            if now - state.started >= BACKOFF_RESET_SECONDS:
+                state.delay = BACKOFF_INITIAL_SECONDS
+            state.count += 1
+            state.due = now + state.delay
+            self.say(f"{name} exited with {returncode}; restarting in {state.delay:g} s (restart {state.count})")
+            state.delay = min(state.delay * 2, BACKOFF_MAX_SECONDS)
+            return
+        if now < state.due:
+            return
+        with self._launching:
+            if self._stopping.is_set():
+                return
+            state.due, state.started = None, time.monotonic()
+            try:
+                relaunch()
+            except Exception as exc:  # noqa: BLE001 - counted as one more exit: retried after a longer back-off
+                self.say(f"{name} could not be restarted: {exc}")
+                return
+        state.waiting_ready = process is not None
+
     def stop(self, grace: float = 30.0) -> None:
-        """SIGTERM every process (gateway first), wait for them, kill what is left."""
+        """Stop supervising, SIGTERM every process (gateway first), wait for them, kill what is left, stop the log."""
+        self._stopping.set()
+        if self._supervisor is not None:
+            self._supervisor.join(60)
+        # A restart the supervisor had begun has finished (or none will begin): every process is in the list.
+        with self._launching:
+            pass
         for process in reversed(self.processes):
             if process.proc is not None and process.proc.poll() is None:
                 process.proc.send_signal(signal.SIGTERM)
@@ -306,6 +528,9 @@ class LocalCluster:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.proc.pid, signal.SIGKILL)
                 process.proc.wait()
+        # Last: the processes flushed and stopped while they could still reach it.
+        if self.log is not None:
+            self.log.stop()
 
     def __enter__(self) -> LocalCluster:
         return self.start()

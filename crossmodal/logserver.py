@@ -3,7 +3,7 @@
 `crossmodal up` and the tests start the log with these; in Kubernetes the Helm chart runs a JetStream
 StatefulSet instead. The binary is Debian's `nats-server` (`make test` installs it). Ports are chosen by
 the server itself (`-1`) and read back from its ports file, so nothing races for a free port; cluster
-routes are the one exception and are picked just before start.
+routes are the one exception and are picked just before start. A restarted server keeps its ports.
 """
 
 from __future__ import annotations
@@ -83,10 +83,11 @@ class LogServer:
             self.name,
             "--addr",
             self.host,
+            # A first start lets the server pick free ports; a restart keeps them, so every client's URL holds.
             "--port",
-            "-1",
+            str(self.port or -1),
             "--http_port",
-            "-1",
+            str(self.monitor_port or -1),
             "--ports_file_dir",
             str(ports_dir),
         ]
@@ -180,7 +181,7 @@ class LogCluster:
         return self
 
     def restart(self, node: LogServer, timeout: float = 30.0) -> None:
-        """Start a stopped or killed node again on its cluster port and store (its client port changes)."""
+        """Start a stopped or killed node again on its ports and store."""
         node.start(timeout)
 
     def stop(self) -> None:

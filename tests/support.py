@@ -114,7 +114,7 @@ class ServiceProcess:
             self._log.close()
 
 
-def up_command(data_dir: Path, bundle: Path, shards: int = 2, replicas: int = 1) -> list[str]:
+def up_command(data_dir: Path, bundle: Path, shards: int = 2, replicas: int = 1, restart: bool = True) -> list[str]:
     """The `crossmodal up` command line for a local cluster on free loopback ports."""
     return [
         sys.executable,
@@ -138,6 +138,7 @@ def up_command(data_dir: Path, bundle: Path, shards: int = 2, replicas: int = 1)
         "0",
         "--metrics-base-port",
         "0",
+        *([] if restart else ["--no-restart"]),
     ]
 
 

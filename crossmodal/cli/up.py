@@ -1,4 +1,4 @@
-"""`crossmodal up`: run the whole suite locally as processes until Ctrl-C."""
+"""`crossmodal up`: run the whole suite locally as processes, restarting any that dies, until Ctrl-C or SIGTERM."""
 
 from __future__ import annotations
 
@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from crossmodal.bundle.manifest import PRECISIONS
-from crossmodal.cluster import DEFAULT_BUNDLE, MAX_TEXT_ENCODERS, ClusterError, ClusterSpec, LocalCluster
+from crossmodal.cluster import (
+    DEFAULT_BUNDLE,
+    LOG_MODES,
+    MAX_TEXT_ENCODERS,
+    ClusterError,
+    ClusterSpec,
+    LocalCluster,
+)
 
 
 def add_cluster_args(parser: argparse.ArgumentParser, data_dir: str) -> None:
@@ -27,6 +34,18 @@ def add_cluster_args(parser: argparse.ArgumentParser, data_dir: str) -> None:
     )
     parser.add_argument("--index-base-port", type=int, default=50060, help="first shard port (0: free ports)")
     parser.add_argument("--metrics-base-port", type=int, default=9100, help="first metrics port (0: free ports)")
+    parser.add_argument(
+        "--log",
+        choices=LOG_MODES,
+        default=None,
+        help="the write log: a local NATS JetStream server (single), three (cluster) or none; "
+        "default: single with more than one replica per shard (required then), none otherwise",
+    )
+    parser.add_argument(
+        "--no-restart",
+        action="store_true",
+        help="leave a child that exits stopped instead of restarting it (to watch an outage, as the alert tests do)",
+    )
 
 
 def spec_from(args: argparse.Namespace) -> ClusterSpec:
@@ -47,12 +66,23 @@ def spec_from(args: argparse.Namespace) -> ClusterSpec:
         index_base_port=args.index_base_port,
         metrics_base_port=args.metrics_base_port,
         text_encoders=args.text_encoders,
+        log=args.log or "",
     )
 
 
+def say(message: str) -> None:
+    """Print a line at once: the supervisor speaks from its own thread while the output may be a file."""
+    print(message, flush=True)
+
+
 def _handler(args: argparse.Namespace) -> int:
-    cluster = LocalCluster(spec_from(args), say=print)
-    print(f"starting {args.shards} shard(s) x {args.replicas} replica(s), logs in {cluster.spec.data_dir / 'logs'}")
+    cluster = LocalCluster(spec_from(args), say=say, supervise=not args.no_restart)
+    spec = cluster.spec
+    print(
+        f"starting {spec.shards} shard(s) x {spec.replicas} replica(s), write log: {spec.log}, "
+        f"logs in {spec.data_dir / 'logs'}",
+        flush=True,
+    )
     # The children lead sessions of their own, so a signal to `up` never reaches them: while they start,
     # SIGTERM interrupts like Ctrl-C does, and start() stops those already running before it re-raises.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -69,15 +99,18 @@ def _handler(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
         print(f"\ncrossmodal is up: gateway at {cluster.address}; metrics of each process listed above")
+        if cluster.log is not None:
+            print(f"  write log (NATS JetStream): {cluster.log.url}, stored in {spec.data_dir / 'log'}")
+        print("  a process that exits is restarted on its ports and data (back-off 0.5 s doubling to 30 s)")
         print("  try: crossmodal search 'a red circle' --address", cluster.address)
         print("press Ctrl-C to stop", flush=True)
         stop.wait()
     except KeyboardInterrupt:
         pass  # a signal that came before the handlers above were in place: stop all the same
     finally:
-        print("stopping...")
+        print("stopping...", flush=True)
         cluster.stop()
-        print("stopped")
+        print("stopped", flush=True)
     return 0
 
 

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,41 +13,8 @@ import grpc
 import pytest
 
 from crossmodal.client import Client, Item
+from tests.cli.upcli import FREE_PORTS, running_service, service_pids, start_up
 from tests.support import ROOT, wait_for
-
-CONSOLE_SCRIPT = Path(sys.executable).with_name("crossmodal")
-FREE_PORTS = ["--encoder-ports", "0", "0", "--index-base-port", "0", "--metrics-base-port", "0"]
-
-
-def _up(cwd: Path, *args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], Path]:
-    """Start `crossmodal up` in `cwd` with its output in a file there; the process and that file."""
-    command = [str(CONSOLE_SCRIPT)] if CONSOLE_SCRIPT.exists() else [sys.executable, "-m", "crossmodal.cli"]
-    output = cwd / "up.out"
-    with output.open("w") as out:
-        proc = subprocess.Popen(
-            [*command, "up", *args],
-            cwd=cwd,
-            env={**os.environ, **(env or {})},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-    return proc, output
-
-
-def _service_pids(logs: Path) -> dict[str, int]:
-    """The pid each child that became SERVING wrote into its ready file."""
-    return {p.name.removesuffix(".ready.json"): json.loads(p.read_text())["pid"] for p in logs.glob("*.ready.json")}
-
-
-def _running_service(pid: int) -> bool:
-    """Whether `pid` is still a crossmodal service process (not a later process that reused the number)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state != "Z" and any(arg.startswith(b"services.") for arg in cmdline)
 
 
 @pytest.fixture()
@@ -69,7 +33,7 @@ def test_up_from_another_directory_keeps_relative_paths_there(elsewhere: Path, b
     # The API keys file is relative too: a setting the cluster passes through from the caller's environment.
     (elsewhere / "keys.txt").write_text("# the only key\nsecret-key\n")
     bundle = os.path.relpath(bundle_dir, elsewhere)
-    up, output = _up(
+    up, output = start_up(
         elsewhere,
         *("--data-dir", "run/data", "--bundle", bundle, "--shards", "2", "--port", "0", *FREE_PORTS),
         env={"CROSSMODAL_GATEWAY_API_KEYS_FILE": "keys.txt"},
@@ -111,7 +75,7 @@ def test_a_child_that_fails_at_start_stops_the_others(elsewhere: Path, bundle_di
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         taken = holder.getsockname()[1]
-        up, output = _up(
+        up, output = start_up(
             elsewhere,
             *("--data-dir", "data", "--bundle", str(bundle_dir), "--shards", "2", "--port", str(taken), *FREE_PORTS),
         )
@@ -123,10 +87,10 @@ def test_a_child_that_fails_at_start_stops_the_others(elsewhere: Path, bundle_di
     text = output.read_text()
     assert status == 1, text
     logs = elsewhere / "data" / "logs"
-    pids = _service_pids(logs)
+    pids = service_pids(logs)
     # Every other child did start (their ready files name them), so "none left" below says something.
     assert set(pids) == {"encoder_text", "encoder_image", "index-0-0", "index-1-0"}, text
-    assert [name for name, pid in pids.items() if _running_service(pid)] == []
+    assert [name for name, pid in pids.items() if running_service(pid)] == []
     error = text[text.index("error: ") :]
     assert error.startswith("error: gateway exited with status 1"), text
     gateway_log = (logs / "gateway.log").read_text().splitlines()

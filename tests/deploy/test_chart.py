@@ -3,7 +3,9 @@
 Every value set is checked for: strict lint, the Kubernetes schemas (oldest supported and newest
 known version, strict), probes on the containers' gRPC ports, the gateway's shard map against the
 StatefulSets' DNS names, resources and security contexts everywhere, selectors against labels, and
-the NetworkPolicies against the intended paths (evaluated the way Kubernetes evaluates them).
+the NetworkPolicies against the intended paths (evaluated the way Kubernetes evaluates them). The
+write log (a NATS JetStream StatefulSet, or an external NATS) is checked the same way: its URL against
+the NATS pods' DNS names, its probes, its policy, and the refusal of replicas without it.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ OLDEST_KUBERNETES = "1.27.0"  # Chart.yaml's kubeVersion
 NEWEST_KUBERNETES = kubernetes_validate.utils.latest_version()
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 COMPONENTS = ("gateway", "encoder-text", "encoder-image", "index")
+# The write log's NATS pods: not a crossmodal service (no ConfigMap, no gRPC health).
+LOG = "log"
 GRPC_SERVICES = {
     "gateway": "crossmodal.v1.GatewayService",
     "encoder-text": "crossmodal.v1.EncoderService",
@@ -101,6 +105,7 @@ VALUE_SETS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "monitoring": lambda _c: ci_values("monitoring"),
     "model-init": lambda _c: ci_values("model-init"),
     "model-pvc": lambda _c: ci_values("model-pvc"),
+    "log-external": lambda _c: ci_values("log-external"),
 }
 
 
@@ -271,6 +276,8 @@ def test_the_services_accept_the_rendered_configuration(
     classes = _config_classes()
     for workload, template in r.pod_templates():
         component = _component(template)
+        if component == LOG:
+            continue
         container = _main_container(template)
         env = dict(r.config(component))
         env.update({e["name"]: e["value"] for e in container.get("env", []) if "value" in e})
@@ -301,6 +308,8 @@ def test_probes_check_the_grpc_health_service_on_the_containers_grpc_port(
     tls = rendered[name].values.get("tls", {}).get("enabled", False)
     for _workload, template in rendered[name].pod_templates():
         component = _component(template)
+        if component == LOG:
+            continue  # HTTP probes: test_the_log_statefulset_*
         container = _main_container(template)
         grpc_port = _port(container, "grpc")
         for probe_name in ("startupProbe", "readinessProbe", "livenessProbe"):
@@ -352,7 +361,7 @@ def test_the_gateway_shard_map_lists_the_statefulsets_dns_names(name: str, rende
     values = _merged_values(r.values)
     shards, replicas = values["index"]["shards"], values["index"]["replicas"]
     shard_map = parse_shard_map(r.config("gateway")["CROSSMODAL_GATEWAY_SHARDS"])
-    statefulsets = sorted(r.of_kind("StatefulSet"), key=lambda s: int(s["metadata"]["labels"]["crossmodal.io/shard"]))
+    statefulsets = sorted(_index_statefulsets(r), key=lambda s: int(s["metadata"]["labels"]["crossmodal.io/shard"]))
     assert len(statefulsets) == len(shard_map) == shards
     expected = []
     for n, sts in enumerate(statefulsets):
@@ -389,13 +398,17 @@ def test_the_gateway_dials_the_encoder_services(name: str, rendered: dict[str, R
         assert config[key] == f"{fullname()}-{component}.{NAMESPACE}.svc.cluster.local:{grpc_port}"
 
 
+def _index_statefulsets(r: Rendered) -> list[dict[str, Any]]:
+    return [s for s in r.of_kind("StatefulSet") if "crossmodal.io/shard" in s["metadata"]["labels"]]
+
+
 def test_four_shards_of_two_replicas(rendered: dict[str, Rendered]) -> None:
     r = rendered["shards-4x2"]
-    assert len(r.of_kind("StatefulSet")) == 4
-    assert sum(s["spec"]["replicas"] for s in r.of_kind("StatefulSet")) == 8
+    assert len(_index_statefulsets(r)) == 4
+    assert sum(s["spec"]["replicas"] for s in _index_statefulsets(r)) == 8
     shard_pdbs = [p for p in r.of_kind("PodDisruptionBudget") if "crossmodal.io/shard" in p["metadata"]["labels"]]
     assert len(shard_pdbs) == 4
-    for sts in r.of_kind("StatefulSet"):
+    for sts in _index_statefulsets(r):
         (claim,) = sts["spec"]["volumeClaimTemplates"]
         assert claim["spec"]["resources"]["requests"]["storage"] == "50Gi"
         assert claim["spec"]["storageClassName"] == "fast-ssd"
@@ -481,9 +494,11 @@ MONITORING_OTHER = Peer({"app": "grafana"}, "monitoring", {"kubernetes.io/metada
 
 
 def _pods(r: Rendered) -> dict[str, tuple[dict[str, str], int, int]]:
-    """component -> (pod labels, grpc port, metrics port) for one pod of each component."""
+    """component -> (pod labels, grpc port, metrics port) for one pod of each crossmodal component."""
     out = {}
     for _w, template in r.pod_templates():
+        if _component(template) == LOG:
+            continue
         container = _main_container(template)
         out.setdefault(
             _component(template),
@@ -492,10 +507,17 @@ def _pods(r: Rendered) -> dict[str, tuple[dict[str, str], int, int]]:
     return out
 
 
-@pytest.mark.parametrize("name", ["default", "shards-4x2", "tls-inline", "monitoring"])
+def _log_ports(r: Rendered) -> dict[str, int]:
+    """Port name -> number of the NATS container."""
+    (sts,) = [s for s in r.of_kind("StatefulSet") if s["metadata"]["labels"]["app.kubernetes.io/component"] == LOG]
+    return {p["name"]: int(p["containerPort"]) for p in _main_container(sts["spec"]["template"])["ports"]}
+
+
+@pytest.mark.parametrize("name", ["default", "shards-4x2", "tls-inline", "monitoring", "log-external"])
 def test_network_policies_allow_exactly_the_intended_paths(name: str, rendered: dict[str, Rendered]) -> None:
     r = rendered[name]
     policies = r.of_kind("NetworkPolicy")
+    log_pods = {_component(t): t["metadata"]["labels"] for _w, t in r.pod_templates() if _component(t) == LOG}
     pods = _pods(r)
     assert set(pods) == set(COMPONENTS)
     own = {
@@ -518,6 +540,23 @@ def test_network_policies_allow_exactly_the_intended_paths(name: str, rendered: 
             assert grpc_ok == want_grpc, f"{source_name} -> {dest}:grpc"
             assert metrics_ok == (source_name in scrapers), f"{source_name} -> {dest}:metrics"
             assert other_ok is False, f"{source_name} -> {dest}:22"
+    # The write log's NATS pods (present with log.enabled only): clients are the gateway and the shards,
+    # the cluster port is theirs alone, the monitoring port the scrapers'.
+    assert bool(log_pods) == (name == "shards-4x2")
+    for labels in log_pods.values():
+        ports = _log_ports(r)
+        log_peer = Peer(labels, NAMESPACE, {"kubernetes.io/metadata.name": NAMESPACE})
+        for source_name, source in {**sources, LOG: log_peer}.items():
+            allowed = {p: ingress_allowed(policies, source, labels, NAMESPACE, port) for p, port in ports.items()}
+            assert allowed == {
+                "client": source_name in {"gateway", "index"},
+                "cluster": source_name == LOG,
+                "monitor": source_name in scrapers,
+            }, source_name
+            assert not ingress_allowed(policies, source, labels, NAMESPACE, 22), source_name
+        # ... and, like anyone, they may call the public gateway but no internal service.
+        for dest, (dest_labels, grpc_port, _m) in pods.items():
+            assert ingress_allowed(policies, log_peer, dest_labels, NAMESPACE, grpc_port) == (dest == "gateway"), dest
 
 
 def test_the_gateway_can_be_restricted_to_an_ingress_controller() -> None:
@@ -544,6 +583,8 @@ def test_the_termination_grace_period_outlasts_the_prestop_sleep_and_the_drain(
     r = rendered[name]
     for _workload, template in r.pod_templates():
         component = _component(template)
+        if component == LOG:
+            continue  # nats-server has no drain of its own: its grace period is log.nats.terminationGracePeriodSeconds
         container = _main_container(template)
         sleep = int(container["lifecycle"]["preStop"]["exec"]["command"][1])
         assert container["lifecycle"]["preStop"]["exec"]["command"][0] == "sleep"
@@ -732,9 +773,155 @@ def test_notes_tell_how_to_reach_the_gateway(rendered: dict[str, Rendered]) -> N
 
 def test_names_stay_within_kubernetes_limits_for_a_long_release_name() -> None:
     release = "a-very-long-release-name-for-a-search-deployment-xyz"
-    r = render({"index": {"shards": 12, "replicas": 3}}, name=release)
+    r = render({"index": {"shards": 12, "replicas": 3}, "log": {"enabled": True}}, name=release)
+    assert len(r.of_kind("StatefulSet")) == 13
     for doc in r.docs:
         assert len(doc["metadata"]["name"]) <= 63
     for sts in r.of_kind("StatefulSet"):
         # Pod names (<sts>-<ordinal>) are host names; the controller-revision-hash label adds 11 characters.
         assert len(sts["metadata"]["name"]) + 11 <= 63
+
+
+# --- the write log ------------------------------------------------------------------------------------
+
+
+def _log_statefulset(r: Rendered) -> dict[str, Any]:
+    return r.get("StatefulSet", f"{fullname()}-log")
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"index": {"replicas": 2}},
+        {"index": {"replicas": 3}, "log": {"enabled": False, "url": ""}},
+    ],
+)
+def test_replicas_without_the_write_log_are_refused(values: dict[str, Any]) -> None:
+    from helm_python import HelmRenderError
+
+    replicas = values["index"]["replicas"]
+    with pytest.raises(HelmRenderError, match=rf"index.replicas is {replicas}: .* Set log.enabled=true .* or log.url"):
+        render(values)
+
+
+def test_one_replica_needs_no_log_and_gets_none(rendered: dict[str, Rendered]) -> None:
+    r = rendered["default"]
+    assert [d for d in r.docs if d["metadata"]["name"].startswith(f"{fullname()}-log")] == []
+    for component in COMPONENTS:
+        assert not {k for k in r.config(component) if k.startswith(("CROSSMODAL_LOG_URL", "CROSSMODAL_GATEWAY_LOG_"))}
+
+
+def test_the_log_statefulset_is_a_routed_jetstream_cluster_the_services_dial(rendered: dict[str, Rendered]) -> None:
+    r = rendered["shards-4x2"]
+    sts = _log_statefulset(r)
+    name = sts["metadata"]["name"]
+    service = r.get("Service", sts["spec"]["serviceName"])
+    assert service["spec"]["clusterIP"] == "None" and service["spec"]["publishNotReadyAddresses"] is True
+    assert sts["spec"]["replicas"] == 3 and sts["spec"]["podManagementPolicy"] == "Parallel"
+    ports = _log_ports(r)
+    assert ports == {"client": 4222, "cluster": 6222, "monitor": 8222}
+    hosts = [f"{name}-{i}.{service['metadata']['name']}.{NAMESPACE}.svc.cluster.local" for i in range(3)]
+    container = _main_container(sts["spec"]["template"])
+    assert container["image"] == "docker.io/library/nats:2.9-alpine"
+    assert container["command"] == ["nats-server"]
+    args = container["args"]
+    assert {"--jetstream", "--store_dir=/data", "--server_name=$(POD_NAME)", f"--cluster_name={name}"} <= set(args)
+    assert "--cluster=nats://0.0.0.0:6222" in args
+    assert f"--routes={','.join(f'nats://{h}:6222' for h in hosts)}" in args
+    assert {"name": "data", "mountPath": "/data"} in container["volumeMounts"]
+    (claim,) = sts["spec"]["volumeClaimTemplates"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "20Gi"
+    assert claim["spec"]["storageClassName"] == "fast-ssd"
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz?js-enabled-only=true", "port": "monitor"}, probe
+    # Each node's stable DNS name is in the URL the gateway and the shards dial; the encoders get none.
+    url = ",".join(f"nats://{h}:4222" for h in hosts)
+    gateway = r.config("gateway")
+    assert gateway["CROSSMODAL_LOG_URL"] == url
+    assert r.config("index")["CROSSMODAL_LOG_URL"] == url
+    assert (
+        gateway["CROSSMODAL_GATEWAY_LOG_REPLICAS"],
+        gateway["CROSSMODAL_GATEWAY_LOG_PARTITIONS"],
+        gateway["CROSSMODAL_GATEWAY_LOG_MAX_BYTES"],
+    ) == ("3", "64", "-1")
+    for component in ("encoder-text", "encoder-image"):
+        assert "CROSSMODAL_LOG_URL" not in r.config(component)
+    pdb = r.get("PodDisruptionBudget", name)
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert labels_match(pdb["spec"]["selector"], sts["spec"]["template"]["metadata"]["labels"])
+    # Nodes spread over hosts: losing one host must not lose the quorum.
+    constraints = sts["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    by_host = next(c for c in constraints if c["topologyKey"] == "kubernetes.io/hostname")
+    assert by_host["whenUnsatisfiable"] == "DoNotSchedule"
+    assert f"write log       NATS JetStream {name} (3 nodes, 3 copies of the stream" in r.notes
+
+
+def test_an_external_log_is_used_as_given_and_no_nats_is_rendered(rendered: dict[str, Rendered]) -> None:
+    r = rendered["log-external"]
+    given = ci_values("log-external")["log"]
+    assert [d["kind"] for d in r.docs if d["metadata"]["name"] == f"{fullname()}-log"] == []
+    assert {_component(t) for _w, t in r.pod_templates()} == set(COMPONENTS)
+    gateway = r.config("gateway")
+    assert gateway["CROSSMODAL_LOG_URL"] == r.config("index")["CROSSMODAL_LOG_URL"] == given["url"]
+    assert (
+        gateway["CROSSMODAL_GATEWAY_LOG_REPLICAS"],
+        gateway["CROSSMODAL_GATEWAY_LOG_PARTITIONS"],
+        gateway["CROSSMODAL_GATEWAY_LOG_MAX_BYTES"],
+    ) == ("3", "128", "53687091200")
+    assert given["url"] in r.notes
+
+
+def test_a_single_nats_node_runs_without_cluster_routes() -> None:
+    r = render({"log": {"enabled": True, "replicas": 1, "nats": {"replicas": 1}}, "index": {"replicas": 2}})
+    args = _main_container(_log_statefulset(r)["spec"]["template"])["args"]
+    assert "--jetstream" in args and not [a for a in args if a.startswith(("--cluster", "--routes"))]
+    assert r.config("gateway")["CROSSMODAL_LOG_URL"] == (
+        f"nats://{fullname()}-log-0.{fullname()}-log.{NAMESPACE}.svc.cluster.local:4222"
+    )
+    assert lint({"log": {"enabled": True, "replicas": 1, "nats": {"replicas": 1}}})["errors"] == []
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"log": {"enabled": True, "nats": {"replicas": 1}}}, "log.replicas (3) cannot exceed log.nats.replicas (1)"),
+        ({"log": {"enabled": True, "partitions": 4}, "index": {"shards": 8}}, "log.partitions (4) must be at least"),
+    ],
+)
+def test_inconsistent_log_values_are_refused(values: dict[str, Any], message: str) -> None:
+    from helm_python import HelmRenderError
+
+    with pytest.raises(HelmRenderError, match=re.escape(message)):
+        render(values)
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"log": {"partitions": 48}}, "partitions"),
+        ({"log": {"replicas": 6}}, "replicas"),
+        ({"log": {"url": "http://nats:4222"}}, "url"),
+        ({"log": {"nats": {"sizeOfThings": 1}}}, "sizeOfThings"),
+    ],
+)
+def test_the_schema_refuses_wrong_log_values(values: dict[str, Any], message: str) -> None:
+    from helm_python import HelmValuesError
+
+    with pytest.raises(HelmValuesError, match=message):
+        render(values)
+
+
+def test_the_log_values_keep_to_the_gateways_bounds() -> None:
+    from services.gateway.config import GatewayConfig
+
+    log = _schema()["properties"]["log"]["properties"]
+    for key, prop in log.items():
+        if not prop.get("description", "").startswith("CROSSMODAL_GATEWAY_LOG_"):
+            continue
+        spec = _spec_for(GatewayConfig, prop["description"].split()[0])
+        assert spec is not None, key
+        values = prop.get("enum") or [prop["minimum"], prop.get("maximum", prop["minimum"])]
+        assert spec.min is None or min(values) >= spec.min, key
+        assert spec.max is None or max(values) <= spec.max, key
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())["log"]
+    assert (defaults["replicas"], defaults["partitions"], defaults["maxBytes"]) == (3, 64, -1)

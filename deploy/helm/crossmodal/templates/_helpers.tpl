@@ -264,6 +264,14 @@ Also hashed into the pods' checksum/config annotation, so pods roll when it chan
 {{- $_ := set $env "CROSSMODAL_ENCODER_PROVIDERS" "cpu" -}}
 {{- end -}}
 {{- end -}}
+{{- if and (include "crossmodal.logMode" $root) (has .component (list "gateway" "index")) -}}
+{{- $_ := set $env "CROSSMODAL_LOG_URL" (include "crossmodal.logUrl" $root) -}}
+{{- if eq .component "gateway" -}}
+{{- $_ := set $env "CROSSMODAL_GATEWAY_LOG_REPLICAS" (include "crossmodal.envValue" $root.Values.log.replicas) -}}
+{{- $_ := set $env "CROSSMODAL_GATEWAY_LOG_PARTITIONS" (include "crossmodal.envValue" $root.Values.log.partitions) -}}
+{{- $_ := set $env "CROSSMODAL_GATEWAY_LOG_MAX_BYTES" (include "crossmodal.envValue" $root.Values.log.maxBytes) -}}
+{{- end -}}
+{{- end -}}
 {{- range $k, $v := $root.Values.config.env -}}
 {{- $_ := set $env $k (include "crossmodal.envValue" $v) -}}
 {{- end -}}
@@ -444,4 +452,52 @@ topologySpreadConstraints:
 {{- $parts = append $parts (printf "%s|%s" .root.Values.auth.existingSecret (join "\n" .root.Values.auth.apiKeys)) -}}
 {{- end -}}
 {{- join "\n---\n" $parts | sha256sum -}}
+{{- end -}}
+
+{{/*
+The write log (NATS JetStream) that index replicas apply in order: "external" (log.url, an existing
+NATS), "internal" (log.enabled: the StatefulSet of templates/log.yaml), or empty (none: direct writes,
+one replica per shard only).
+*/}}
+{{- define "crossmodal.logMode" -}}
+{{- if .Values.log.url -}}external{{- else if .Values.log.enabled -}}internal{{- end -}}
+{{- end -}}
+
+{{/* Name of the NATS StatefulSet and of its headless Service. */}}
+{{- define "crossmodal.logName" -}}
+{{- printf "%s-log" (include "crossmodal.fullname" .) -}}
+{{- end -}}
+
+{{/* Stable DNS name of NATS pod i: (dict "root" $ "node" i) */}}
+{{- define "crossmodal.logHost" -}}
+{{- $name := include "crossmodal.logName" .root -}}
+{{- printf "%s-%d.%s.%s.svc.%s" $name (int .node) $name .root.Release.Namespace .root.Values.clusterDomain -}}
+{{- end -}}
+
+{{/*
+CROSSMODAL_LOG_URL: log.url, or every NATS pod by its stable name (a client needs one of them to answer,
+and learns the others from it).
+*/}}
+{{- define "crossmodal.logUrl" -}}
+{{- if .Values.log.url -}}
+{{- .Values.log.url -}}
+{{- else -}}
+{{- $root := . -}}
+{{- $urls := list -}}
+{{- range $i := until (int .Values.log.nats.replicas) -}}
+{{- $host := include "crossmodal.logHost" (dict "root" $root "node" $i) -}}
+{{- $urls = append $urls (printf "nats://%s:%d" $host (int $root.Values.log.nats.clientPort)) -}}
+{{- end -}}
+{{- join "," $urls -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "crossmodal.logImage" -}}
+{{- $img := .Values.log.nats.image -}}
+{{- $repo := printf "%s/%s" $img.registry $img.repository | trimPrefix "/" -}}
+{{- if $img.digest -}}
+{{- printf "%s@%s" $repo $img.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $repo $img.tag -}}
+{{- end -}}
 {{- end -}}
