@@ -108,6 +108,12 @@ class ReplicaInfo:
     # With a write log: writes it has not applied yet, and how old the oldest of them is.
     log_lag: int = 0
     log_lag_seconds: float = 0.0
+    # With a write log: the last sequence it applied, by partition its shard owns.
+    applied: dict[int, int] = field(default_factory=dict)
+
+    def has_applied(self, positions: Iterable[Position]) -> bool:
+        """Whether it applied every position of `positions` in a partition its shard owns."""
+        return all(self.applied[p.partition] >= p.sequence for p in positions if p.partition in self.applied)
 
 
 @dataclass(frozen=True)
@@ -427,7 +433,15 @@ class Client:
             reply.total_count,
             {
                 s.shard: [
-                    ReplicaInfo(r.address, r.healthy, r.count, r.error, r.log_lag, r.log_lag_seconds)
+                    ReplicaInfo(
+                        r.address,
+                        r.healthy,
+                        r.count,
+                        r.error,
+                        r.log_lag,
+                        r.log_lag_seconds,
+                        {a.partition: a.sequence for a in r.applied},
+                    )
                     for r in s.replicas
                 ]
                 for s in reply.shards

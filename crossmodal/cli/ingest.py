@@ -7,6 +7,7 @@ import functools
 import hashlib
 import json
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -130,7 +131,36 @@ def run_ingest(
             else:
                 failures[f"{ack.code.name}: {ack.message}"] += 1
     bar.close()
+    wait_searchable(client, out=out)
     return len(todo), acked, failures
+
+
+def wait_searchable(client: Client, timeout: float = 120.0, out: Any = sys.stderr) -> bool:
+    """With a write log, wait until every replica has applied this client's writes; whether they all did.
+
+    An acknowledged write is durable in the log at once, but each replica applies it a moment later; a
+    `crossmodal search` started right after this command, or any other client, must find it whichever
+    replica answers. Without a log (direct mode) an acknowledged write is already on every replica.
+    """
+    positions = client.positions()
+    if not positions:
+        return True
+    deadline = time.monotonic() + timeout
+    while True:
+        stats = client.stats(timeout=min(30.0, timeout))
+        behind = [
+            r.address for rs in stats.shards.values() for r in rs if not r.healthy or not r.has_applied(positions)
+        ]
+        if not behind:
+            return True
+        if time.monotonic() > deadline:
+            print(
+                f"the items are stored, but replicas {', '.join(behind)} have not applied them all yet; "
+                "they become searchable there as the replicas catch up",
+                file=out,
+            )
+            return False
+        time.sleep(0.1)
 
 
 def _handler(args: argparse.Namespace) -> int:

@@ -159,7 +159,7 @@ class GetStatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ReplicaStats(_message.Message):
-    __slots__ = ("address", "healthy", "count", "snapshot_age_seconds", "error", "log_lag", "log_lag_seconds")
+    __slots__ = ("address", "healthy", "count", "snapshot_age_seconds", "error", "log_lag", "log_lag_seconds", "applied")
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     HEALTHY_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -167,6 +167,7 @@ class ReplicaStats(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     LOG_LAG_FIELD_NUMBER: _ClassVar[int]
     LOG_LAG_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
     address: str
     healthy: bool
     count: int
@@ -174,7 +175,8 @@ class ReplicaStats(_message.Message):
     error: str
     log_lag: int
     log_lag_seconds: float
-    def __init__(self, address: _Optional[str] = ..., healthy: _Optional[bool] = ..., count: _Optional[int] = ..., snapshot_age_seconds: _Optional[float] = ..., error: _Optional[str] = ..., log_lag: _Optional[int] = ..., log_lag_seconds: _Optional[float] = ...) -> None: ...
+    applied: _containers.RepeatedCompositeFieldContainer[_types_pb2.LogPosition]
+    def __init__(self, address: _Optional[str] = ..., healthy: _Optional[bool] = ..., count: _Optional[int] = ..., snapshot_age_seconds: _Optional[float] = ..., error: _Optional[str] = ..., log_lag: _Optional[int] = ..., log_lag_seconds: _Optional[float] = ..., applied: _Optional[_Iterable[_Union[_types_pb2.LogPosition, _Mapping]]] = ...) -> None: ...
 
 class GatewayShardStats(_message.Message):
     __slots__ = ("shard", "replicas", "count")

@@ -24,11 +24,14 @@ import asyncio
 import dataclasses
 import hashlib
 import re
+import time
+from collections.abc import Awaitable, Callable
 
 import grpc
 import nats
 import nats.errors
 import nats.js.errors
+import structlog
 from google.protobuf.message import DecodeError
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
@@ -40,6 +43,7 @@ from services.common.placement import Placement
 
 UPSERT = "upsert"
 DELETE = "delete"
+log = structlog.get_logger("writelog")
 _DESCRIPTION = re.compile(r"crossmodal write log; partitions=(\d+); shards=(\d+)")
 
 
@@ -57,8 +61,9 @@ class LogConfig:
     timeout_seconds: float = setting(
         "LOG_TIMEOUT_SECONDS",
         5.0,
-        "How long a publish waits for the log's acknowledgement (stored on a quorum of the stream's "
-        "replicas) before the item is answered UNAVAILABLE.",
+        "How long a call to the log may take: a publish waiting for its acknowledgement (stored on a quorum "
+        "of the stream's replicas; then the item is answered UNAVAILABLE), a connect, a stream or consumer "
+        "lookup.",
         min=0.1,
         max=600,
     )
@@ -185,9 +190,34 @@ async def connect(config: LogConfig, name: str) -> NATS:
             reconnect_time_wait=0.5,
             max_reconnect_attempts=-1,
             allow_reconnect=True,
+            error_cb=_connection_errors(name),
+            disconnected_cb=_say(name, "disconnected from the write log"),
+            reconnected_cb=_say(name, "reconnected to the write log"),
         ),
         timeout=config.timeout_seconds + 5.0,
     )
+
+
+def _connection_errors(name: str) -> Callable[[Exception], Awaitable[None]]:
+    """An error callback that logs one line per kind of error at most every 10 s (nats-py's default prints a
+    traceback at every reconnect attempt, twice a second while the log is down)."""
+    last: dict[str, float] = {}
+
+    async def callback(error: Exception) -> None:
+        kind = type(error).__name__
+        now = time.monotonic()
+        if now - last.get(kind, -1e9) >= 10.0:
+            last[kind] = now
+            log.warning("write log connection error", client=name, error=str(error) or kind)
+
+    return callback
+
+
+def _say(name: str, event: str) -> Callable[[], Awaitable[None]]:
+    async def callback() -> None:
+        log.info(event, client=name)
+
+    return callback
 
 
 async def ensure_stream(

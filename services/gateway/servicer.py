@@ -120,6 +120,7 @@ async def _replica_stats(shard: ShardClient, replica: Replica, timeout: float) -
                 snapshot_age_seconds=stats.snapshot_age_seconds,
                 log_lag=stats.log_lag,
                 log_lag_seconds=stats.log_lag_seconds,
+                applied=stats.applied,
             )
     return gateway_pb2.ReplicaStats(
         address=replica.address, healthy=False, error=f"the process does not serve shard {shard.number}"

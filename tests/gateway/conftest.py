@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from crossmodal.cli.ingest import wait_searchable
 from crossmodal.client import Ack, Client, Item
 from crossmodal.cluster import ClusterSpec, LocalCluster
 from crossmodal.scenes import Split, gallery_items, write_gallery
@@ -47,6 +48,18 @@ def gallery_items_for(gallery: list[dict[str, str]]) -> list[Item]:
     return items
 
 
+def ingest_readable(cluster: LocalCluster, items: list[Item]) -> list[Ack]:
+    """Ingest `items` and return once every replica can read them (the tests read with other clients).
+
+    With the write log an acknowledged write is durable at once but applied by the replicas a moment later;
+    a client reads its own writes, other clients eventually. This waits as `crossmodal ingest` does.
+    """
+    with Client(cluster.address) as client:
+        acks = list(client.ingest(items))
+        assert wait_searchable(client), "the replicas did not apply the writes within 2 minutes"
+    return acks
+
+
 @pytest.fixture(scope="session")
 def cluster(
     tmp_path_factory: pytest.TempPathFactory,
@@ -56,8 +69,7 @@ def cluster(
     """2 shards x 2 replicas with the gallery ingested; shared by the read-only tests."""
     spec = cluster_spec(tmp_path_factory.mktemp("cluster"), bundle_dir)
     with LocalCluster(spec) as running:
-        with Client(running.address) as client:
-            acks: list[Ack] = list(client.ingest(gallery_items_for(gallery)))
+        acks = ingest_readable(running, gallery_items_for(gallery))
         assert all(a.ok for a in acks), [a for a in acks if not a.ok][:3]
         yield running
 
