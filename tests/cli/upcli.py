@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -30,7 +31,12 @@ def start_up(cwd: Path, *args: str, env: dict[str, str] | None = None) -> tuple[
 
 def ready_info(logs: Path) -> dict[str, dict[str, int]]:
     """What each child that became SERVING wrote into its ready file: port, metrics_port, pid."""
-    return {p.name.removesuffix(".ready.json"): json.loads(p.read_text()) for p in logs.glob("*.ready.json")}
+    out = {}
+    for path in logs.glob("*.ready.json"):
+        # The supervisor removes a child's ready file before it restarts it, so one listed may be gone.
+        with contextlib.suppress(FileNotFoundError):
+            out[path.name.removesuffix(".ready.json")] = json.loads(path.read_text())
+    return out
 
 
 def service_pids(logs: Path) -> dict[str, int]:
