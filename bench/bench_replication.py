@@ -179,17 +179,24 @@ def follower_run(root: Path, count: int, dim: int) -> dict[str, float]:
     """Live apply, bootstrap of an empty replica, and catch-up after missing `count` writes."""
     placement = Placement(shards=1, partitions=64)
     server = LogServer(root / "log").start()
+    started_processes: list[ServiceProcess] = []
+
+    def start(name: str) -> ServiceProcess:
+        process = replica(root, name, server.url)
+        started_processes.append(process)
+        return process
+
     out: dict[str, float] = {}
     try:
         rss_before = rss_mib(server.proc.pid)  # type: ignore[union-attr]
-        first = replica(root, "r1", server.url)
+        first = start("r1")
         out["publish_items_per_s"] = asyncio.run(publish(server.url, STREAM, placement, 0, count, dim))
         first.wait_ready(timeout=600)
         out["live_apply_s"] = wait_count(first, count, timeout=1800)
         out["nats_rss_mib_per_million_items"] = (rss_mib(server.proc.pid) - rss_before) / count * 1e6  # type: ignore[union-attr]
         out["log_disk_bytes_per_item"] = du_bytes(root / "log") / count
         started = time.perf_counter()
-        second = replica(root, "r2", server.url).wait_ready(timeout=1800)
+        second = start("r2").wait_ready(timeout=1800)
         out["bootstrap_ready_s"] = time.perf_counter() - started
         out["bootstrap_s"] = out["bootstrap_ready_s"] + wait_count(second, count, timeout=1800)
         out["bootstrap_items_per_s"] = count / out["bootstrap_s"]
@@ -197,11 +204,12 @@ def follower_run(root: Path, count: int, dim: int) -> dict[str, float]:
         first.terminate()
         asyncio.run(publish(server.url, STREAM, placement, count, count, dim))
         started = time.perf_counter()
-        again = replica(root, "r1", server.url).wait_ready(timeout=1800)
+        again = start("r1").wait_ready(timeout=1800)
         out["catch_up_s"] = time.perf_counter() - started + wait_count(again, 2 * count, timeout=1800)
         out["catch_up_items_per_s"] = count / out["catch_up_s"]
-        again.terminate()
     finally:
+        for process in started_processes:
+            process.close()
         server.stop()
     return out
 
