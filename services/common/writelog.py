@@ -119,30 +119,17 @@ class LogLayout:
         return f"crossmodal write log; partitions={p.partitions}; shards={p.shards}"
 
 
-class LogUnavailableError(Exception):
-    """The log could not take or give a write; `code` is the status to report (retryable)."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def log_error(error: BaseException, what: str) -> LogUnavailableError:
+def log_status(error: BaseException, what: str) -> tuple[grpc.StatusCode, str]:
     """The retryable status for a failed log call: RESOURCE_EXHAUSTED when the log is full, else UNAVAILABLE."""
     if isinstance(error, nats.js.errors.APIError):
         text = f"{error.description or ''} (err_code {error.err_code})"
         # JetStream refuses a write over the stream's or the account's limits: the log is full.
         if error.err_code in (10047, 10027, 10028, 10077, 10078) or "maximum" in (error.description or ""):
-            return LogUnavailableError(
-                grpc.StatusCode.RESOURCE_EXHAUSTED, f"{what}: the write log is full: {text}; retry later"
-            )
-        return LogUnavailableError(grpc.StatusCode.UNAVAILABLE, f"{what}: the write log refused it: {text}")
+            return grpc.StatusCode.RESOURCE_EXHAUSTED, f"{what}: the write log is full: {text}; retry later"
+        return grpc.StatusCode.UNAVAILABLE, f"{what}: the write log refused it: {text}"
     if isinstance(error, nats.errors.TimeoutError | asyncio.TimeoutError):
-        return LogUnavailableError(
-            grpc.StatusCode.UNAVAILABLE, f"{what}: the write log did not acknowledge in time; retry"
-        )
-    return LogUnavailableError(grpc.StatusCode.UNAVAILABLE, f"{what}: the write log is unreachable ({error!r}); retry")
+        return grpc.StatusCode.UNAVAILABLE, f"{what}: the write log did not acknowledge in time; retry"
+    return grpc.StatusCode.UNAVAILABLE, f"{what}: the write log is unreachable ({error!r}); retry"
 
 
 def encode_upsert(item: index_pb2.IndexItem, model_id: str) -> bytes:

@@ -65,10 +65,6 @@ class Writer(Protocol):
         """Delete `ids` wherever they are stored."""
         ...
 
-    async def close(self) -> None:
-        """Release connections."""
-        ...
-
 
 class DirectWriter:
     """Writes every replica of a shard at once; an item is stored when all of them committed it."""
@@ -114,9 +110,6 @@ class DirectWriter:
         counts = await asyncio.gather(*(delete_on(self.shards[s], p) for s, p in groups.items()))
         return DeleteOutcome(sum(counts), [])
 
-    async def close(self) -> None:
-        """Nothing of its own to release (the shard channels belong to the backends)."""
-
 
 class LogWriter:
     """Publishes writes to the replicated log; an item is stored once JetStream acknowledged it."""
@@ -133,8 +126,7 @@ class LogWriter:
             # No `stream=` expectation: it travels as a header (see services.common.writelog on headers).
             ack = await self.js.publish(self.layout.subject(item_id), payload, timeout=self.timeout)
         except Exception as exc:  # noqa: BLE001 - every failure of the log is reported as retryable
-            error = writelog.log_error(exc, f"item {item_id[:40]!r}")
-            raise GatewayError(error.code, error.message) from None
+            raise GatewayError(*writelog.log_status(exc, f"item {item_id[:40]!r}")) from None
         return types_pb2.LogPosition(partition=partition, sequence=ack.seq)
 
     async def upsert(self, shard: int, items: list[index_pb2.IndexItem]) -> list[WriteOutcome]:
@@ -163,9 +155,5 @@ class LogWriter:
         except nats.js.errors.NotFoundError:
             return False
         except Exception as exc:  # noqa: BLE001 - reported as the log's retryable error
-            error = writelog.log_error(exc, f"delete of {item_id[:40]!r}")
-            raise GatewayError(error.code, error.message) from None
+            raise GatewayError(*writelog.log_status(exc, f"delete of {item_id[:40]!r}")) from None
         return writelog.decode(last.subject or "", last.seq or 0, last.data or b"").op == writelog.UPSERT
-
-    async def close(self) -> None:
-        """The connection belongs to the service; nothing to release here."""
