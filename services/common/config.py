@@ -211,6 +211,12 @@ class ServerConfig:
         "Log format: JSON lines, console, or auto (console on a terminal, JSON otherwise).",
         choices=("auto", "json", "console"),
     )
+    rpc_log_slow_ms: float = setting(
+        "RPC_LOG_SLOW_MS",
+        1000.0,
+        "Successful RPCs slower than this get an info log line; faster ones are logged at debug, failures at warning.",
+        min=0,
+    )
     grace_seconds: float = setting(
         "GRACE_SECONDS", 10.0, "On SIGTERM, how long in-flight calls may run before the server stops.", min=0, max=3600
     )

@@ -141,7 +141,25 @@ def wrap_handler(handler: grpc.RpcMethodHandler, wrap_unary: Any, wrap_stream: A
 
 
 class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
-    """Binds a request id, counts and times every RPC by status code, and logs one line per RPC."""
+    """Binds a request id, counts and times every RPC by status code, and logs the failed and the slow ones.
+
+    A log line per successful RPC cost a shard more CPU than its search (a JSON line for every one
+    of thousands of SearchShard calls a second), so successful RPCs faster than `slow_seconds` are
+    logged at debug only; the metrics count and time every call.
+    """
+
+    def __init__(self, slow_seconds: float = 1.0, log_debug: bool = False) -> None:
+        self._slow = slow_seconds
+        self._log_debug = log_debug
+        # Each method's metric children, looked up once: labels() takes a lock and builds a key per call.
+        self._children: dict[tuple[str, str], tuple[Any, Any, dict[str, Any]]] = {}
+
+    def _metrics(self, service: str, method: str) -> tuple[Any, Any, dict[str, Any]]:
+        children = self._children.get((service, method))
+        if children is None:
+            children = (RPC_IN_FLIGHT.labels(service, method), RPC_DURATION.labels(service, method), {})
+            self._children[(service, method)] = children
+        return children
 
     async def intercept_service(
         self,
@@ -155,10 +173,11 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         service, method = split_method(handler_call_details.method)
         request_id = _request_id_from(handler_call_details.invocation_metadata)
         quiet = service in _QUIET_SERVICES
+        in_flight, duration, requests = self._metrics(service, method)
 
         def begin() -> tuple[float, contextvars.Token[str | None]]:
             structlog.contextvars.bind_contextvars(request_id=request_id)
-            RPC_IN_FLIGHT.labels(service, method).inc()
+            in_flight.inc()
             return time.perf_counter(), REQUEST_ID.set(request_id)
 
         def end(
@@ -166,10 +185,25 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         ) -> None:
             elapsed = time.perf_counter() - started
             code = _status_name(context, error)
-            RPC_IN_FLIGHT.labels(service, method).dec()
-            RPC_REQUESTS.labels(service, method, code).inc()
-            RPC_DURATION.labels(service, method).observe(elapsed)
-            emit = log.debug if quiet else (log.info if code == "OK" else log.warning)
+            in_flight.dec()
+            counter = requests.get(code)
+            if counter is None:
+                counter = requests[code] = RPC_REQUESTS.labels(service, method, code)
+            counter.inc()
+            duration.observe(elapsed)
+            emit: Callable[..., Any] | None
+            if quiet:
+                emit = log.debug if self._log_debug else None
+            elif code != "OK":
+                emit = log.warning
+            elif elapsed >= self._slow:
+                emit = log.info
+            else:
+                emit = log.debug if self._log_debug else None
+            if emit is None:
+                REQUEST_ID.reset(token)
+                structlog.contextvars.unbind_contextvars("request_id")
+                return
             fields: dict[str, Any] = {
                 "grpc_service": service,
                 "method": method,
@@ -264,40 +298,3 @@ class FaultInjectionInterceptor(grpc.aio.ServerInterceptor):
             return wrapped
 
         return wrap_handler(handler, wrap_unary, wrap_stream)
-
-
-def _with_request_id(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
-    request_id = REQUEST_ID.get()
-    if request_id is None:
-        return details
-    metadata = grpc.aio.Metadata(*(details.metadata or ()))
-    if REQUEST_ID_HEADER not in metadata:
-        metadata.add(REQUEST_ID_HEADER, request_id)
-    return grpc.aio.ClientCallDetails(
-        details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
-    )
-
-
-class RequestIdClientInterceptor(
-    grpc.aio.UnaryUnaryClientInterceptor,
-    grpc.aio.UnaryStreamClientInterceptor,
-    grpc.aio.StreamUnaryClientInterceptor,
-    grpc.aio.StreamStreamClientInterceptor,
-):
-    """Passes the request id of the RPC being served on to every downstream call."""
-
-    async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        """Add x-request-id to a unary-unary call."""
-        return await continuation(_with_request_id(client_call_details), request)
-
-    async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        """Add x-request-id to a unary-stream call."""
-        return await continuation(_with_request_id(client_call_details), request)
-
-    async def intercept_stream_unary(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
-        """Add x-request-id to a stream-unary call."""
-        return await continuation(_with_request_id(client_call_details), request_iterator)
-
-    async def intercept_stream_stream(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
-        """Add x-request-id to a stream-stream call."""
-        return await continuation(_with_request_id(client_call_details), request_iterator)

@@ -80,7 +80,10 @@ class RunningServer:
 async def start_server(service: Service, config: ServerConfig) -> RunningServer:
     """Build, bind and start the gRPC server for `service`; health starts as NOT_SERVING."""
     # Observability runs first so calls refused by a service's own interceptors are counted and logged.
-    interceptors: list[grpc.aio.ServerInterceptor] = [ObservabilityInterceptor(), *getattr(service, "interceptors", ())]
+    observability = ObservabilityInterceptor(
+        slow_seconds=config.rpc_log_slow_ms / 1000, log_debug=config.log_level == "debug"
+    )
+    interceptors: list[grpc.aio.ServerInterceptor] = [observability, *getattr(service, "interceptors", ())]
     if config.fault_delay_ms and config.fault_methods:
         log.warning("fault injection enabled", delay_ms=config.fault_delay_ms, methods=config.fault_methods)
         interceptors.append(FaultInjectionInterceptor(config.fault_delay_ms, config.fault_methods))

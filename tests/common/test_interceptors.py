@@ -11,6 +11,8 @@ from typing import Any
 
 import grpc
 import pytest
+import structlog
+import structlog.testing
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 
@@ -114,6 +116,32 @@ def test_every_rpc_is_counted_by_status_code_and_timed() -> None:
         assert _sample("crossmodal_rpc_in_flight", method="Echo", **labels) == 0
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, [("INVALID_ARGUMENT", "warning")]),  # a fast success is not logged at info
+        ({"CROSSMODAL_RPC_LOG_SLOW_MS": "0"}, [("OK", "info"), ("INVALID_ARGUMENT", "warning")]),  # all are slow
+        ({"CROSSMODAL_LOG_LEVEL": "debug"}, [("OK", "debug"), ("INVALID_ARGUMENT", "warning")]),
+    ],
+)
+def test_failed_and_slow_rpcs_are_logged_and_fast_successes_only_at_debug(
+    env: dict[str, str], expected: list[tuple[str, str]]
+) -> None:
+    async def scenario() -> list[dict[str, Any]]:
+        running = await _start(EchoService(), **env)
+        with structlog.testing.capture_logs() as logs:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+                echo = channel.unary_unary(f"/{SERVICE}/Echo")
+                await echo(b"hi")
+                with pytest.raises(grpc.aio.AioRpcError):
+                    await echo(b"bad")
+        await running.drain(0)
+        return [entry for entry in logs if entry.get("event") == "rpc"]
+
+    lines = asyncio.run(scenario())
+    assert [(line["code"], line["log_level"]) for line in lines] == expected
 
 
 def test_request_id_is_taken_from_the_caller_or_made_and_passed_downstream() -> None:

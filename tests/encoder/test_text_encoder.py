@@ -113,12 +113,14 @@ def test_metrics_count_items_by_status_and_time_each_stage(text_server: ServiceP
     assert metric_value(after, "crossmodal_encoder_model_info", tower="text", precision="fp32") == 1
 
 
-def test_each_rpc_is_logged_with_its_request_id(text_server: ServiceProcess) -> None:
-    stub(text_server).Encode(texts("logged"), timeout=30, metadata=[("x-request-id", "enc-test-42")])
+def test_a_failed_rpc_is_logged_with_its_request_id(text_server: ServiceProcess) -> None:
+    # Successful fast RPCs are logged at debug only (tests/common/test_interceptors.py); failures always.
+    with pytest.raises(grpc.RpcError):
+        stub(text_server).Encode(texts(*["logged"] * 5000), timeout=30, metadata=[("x-request-id", "enc-test-42")])
 
     def logged() -> list[dict[str, object]]:
         lines = [json.loads(x) for x in text_server.log().splitlines() if x.startswith("{")]
         return [x for x in lines if x.get("request_id") == "enc-test-42" and x.get("method") == "Encode"]
 
     (line,) = wait_for(logged, 10, "the RPC's log line")
-    assert line["code"] == "OK" and line["service"] == "encoder_text"
+    assert line["code"] != "OK" and line["service"] == "encoder_text" and line["level"] == "warning"
