@@ -147,6 +147,26 @@ class SearchShardResponse(_message.Message):
     examined: int
     def __init__(self, hits: _Optional[_Iterable[_Union[SearchHit, _Mapping]]] = ..., examined: _Optional[int] = ...) -> None: ...
 
+class SearchShardBatchRequest(_message.Message):
+    __slots__ = ("searches",)
+    SEARCHES_FIELD_NUMBER: _ClassVar[int]
+    searches: _containers.RepeatedCompositeFieldContainer[SearchShardRequest]
+    def __init__(self, searches: _Optional[_Iterable[_Union[SearchShardRequest, _Mapping]]] = ...) -> None: ...
+
+class SearchShardBatchResult(_message.Message):
+    __slots__ = ("status", "response")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    status: _types_pb2.ItemStatus
+    response: SearchShardResponse
+    def __init__(self, status: _Optional[_Union[_types_pb2.ItemStatus, _Mapping]] = ..., response: _Optional[_Union[SearchShardResponse, _Mapping]] = ...) -> None: ...
+
+class SearchShardBatchResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[SearchShardBatchResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[SearchShardBatchResult, _Mapping]]] = ...) -> None: ...
+
 class GetShardStatsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -55,6 +55,11 @@ class IndexServiceStub:
                 request_serializer=crossmodal_dot_v1_dot_index__pb2.SearchShardRequest.SerializeToString,
                 response_deserializer=crossmodal_dot_v1_dot_index__pb2.SearchShardResponse.FromString,
                 _registered_method=True)
+        self.SearchShardBatch = channel.unary_unary(
+                '/crossmodal.v1.IndexService/SearchShardBatch',
+                request_serializer=crossmodal_dot_v1_dot_index__pb2.SearchShardBatchRequest.SerializeToString,
+                response_deserializer=crossmodal_dot_v1_dot_index__pb2.SearchShardBatchResponse.FromString,
+                _registered_method=True)
         self.GetShardStats = channel.unary_unary(
                 '/crossmodal.v1.IndexService/GetShardStats',
                 request_serializer=crossmodal_dot_v1_dot_index__pb2.GetShardStatsRequest.SerializeToString,
@@ -99,6 +104,15 @@ class IndexServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SearchShardBatch(self, request, context):
+        """Answer several searches in one call, each with its own status: the gateway sends the searches that
+        queued for a shard while its previous call was in flight together, so a busy gateway pays one RPC
+        per shard for many searches.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetShardStats(self, request, context):
         """Report counts, memory and snapshot age of the shards this process serves.
         """
@@ -137,6 +151,11 @@ def add_IndexServiceServicer_to_server(servicer, server):
                     servicer.SearchShard,
                     request_deserializer=crossmodal_dot_v1_dot_index__pb2.SearchShardRequest.FromString,
                     response_serializer=crossmodal_dot_v1_dot_index__pb2.SearchShardResponse.SerializeToString,
+            ),
+            'SearchShardBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchShardBatch,
+                    request_deserializer=crossmodal_dot_v1_dot_index__pb2.SearchShardBatchRequest.FromString,
+                    response_serializer=crossmodal_dot_v1_dot_index__pb2.SearchShardBatchResponse.SerializeToString,
             ),
             'GetShardStats': grpc.unary_unary_rpc_method_handler(
                     servicer.GetShardStats,
@@ -258,6 +277,33 @@ class IndexService:
             '/crossmodal.v1.IndexService/SearchShard',
             crossmodal_dot_v1_dot_index__pb2.SearchShardRequest.SerializeToString,
             crossmodal_dot_v1_dot_index__pb2.SearchShardResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchShardBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crossmodal.v1.IndexService/SearchShardBatch',
+            crossmodal_dot_v1_dot_index__pb2.SearchShardBatchRequest.SerializeToString,
+            crossmodal_dot_v1_dot_index__pb2.SearchShardBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

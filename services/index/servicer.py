@@ -107,6 +107,16 @@ def _hit_proto(hit: Hit) -> index_pb2.SearchHit:
     )
 
 
+def _batch_failure(exc: Exception) -> index_pb2.SearchShardBatchResult:
+    """The status one search of a batch gets for `exc`: what SearchShard would have answered."""
+    if isinstance(exc, IndexServiceError | LimitError):
+        code, message = status_code_for(exc), str(exc)
+    else:
+        log.exception("index call failed", error=repr(exc))
+        code, message = grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}"
+    return index_pb2.SearchShardBatchResult(status=types_pb2.ItemStatus(code=code.value[0], message=message))
+
+
 class IndexServicer(index_pb2_grpc.IndexServiceServicer):
     """Validates requests, runs them on the shards off the event loop and maps errors to status codes."""
 
@@ -118,9 +128,13 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
         self._executor = executor
         self._follower = follower
 
-    async def _run(self, context: grpc.aio.ServicerContext, fn: Callable[..., R], *args: Any) -> R:
+    async def _run(
+        self, context: grpc.aio.ServicerContext, fn: Callable[..., R], *args: Any, inline: bool = False
+    ) -> R:
         loop = asyncio.get_running_loop()
         try:
+            if inline:
+                return fn(*args)
             return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
         except (IndexServiceError, LimitError) as exc:
             await context.abort(status_code_for(exc), str(exc))
@@ -136,15 +150,20 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
         positions = [(p.partition, p.sequence) for p in after]
         if not positions or self._follower is None:
             return
-        remaining = context.time_remaining()
+        try:
+            await self._wait_positions(shard, positions, context.time_remaining())
+        except IndexServiceError as exc:
+            await context.abort(status_code_for(exc), str(exc))
+
+    async def _wait_positions(self, shard: int, positions: list[tuple[int, int]], remaining: float | None) -> None:
+        """Wait until `shard` applied `positions`; raises IndexServiceError when it cannot in time."""
+        if not positions or self._follower is None:
+            return
         budget = (
             _AFTER_WAIT_WITHOUT_DEADLINE if remaining is None else remaining - min(_AFTER_WAIT_MARGIN, remaining / 5)
         )
-        try:
-            self._shards.get(shard)
-            await self._follower.wait_applied(shard, positions, budget)
-        except IndexServiceError as exc:
-            await context.abort(status_code_for(exc), str(exc))
+        self._shards.get(shard)
+        await self._follower.wait_applied(shard, positions, budget)
 
     # --- RPCs --------------------------------------------------------------------------------
 
@@ -172,7 +191,52 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
     ) -> index_pb2.SearchShardResponse:
         """Top-K search on one shard (after the `after` log positions were applied)."""
         await self._wait_after(context, request.shard, request.after)
+        # A plain graph search takes well under a millisecond, less than the hop to a worker thread: the
+        # shard runs it here when it can (see Shard.try_search), and everything else on a thread.
+        response = await self._run(context, self._try_search, request, inline=True)
+        if response is not None:
+            return response
         return await self._run(context, self._search, request)
+
+    async def SearchShardBatch(
+        self, request: index_pb2.SearchShardBatchRequest, context: grpc.aio.ServicerContext
+    ) -> index_pb2.SearchShardBatchResponse:
+        """Several top-K searches in one call, each answered with its own status."""
+        try:
+            self._limits.check_batch(len(request.searches), "searches")
+        except LimitError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        results: list[index_pb2.SearchShardBatchResult] = []
+        later: list[int] = []
+        for position, search in enumerate(request.searches):
+            response = None
+            if not search.after:
+                try:
+                    response = self._try_search(search)
+                except Exception as exc:
+                    results.append(_batch_failure(exc))
+                    continue
+            if response is None:
+                later.append(position)  # its result is filled in below
+            results.append(index_pb2.SearchShardBatchResult(response=response))
+        if later:
+            # Filtered, exact or reranked searches, those behind a writer, and those waiting for log positions.
+            remaining = context.time_remaining()
+            answers = await asyncio.gather(*(self._search_later(request.searches[p], remaining) for p in later))
+            for position, answer in zip(later, answers, strict=True):
+                results[position] = answer
+        return index_pb2.SearchShardBatchResponse(results=results)
+
+    async def _search_later(
+        self, search: index_pb2.SearchShardRequest, remaining: float | None
+    ) -> index_pb2.SearchShardBatchResult:
+        try:
+            await self._wait_positions(search.shard, [(p.partition, p.sequence) for p in search.after], remaining)
+            loop = asyncio.get_running_loop()
+            response = await loop.run_in_executor(self._executor, self._search, search)
+        except Exception as exc:
+            return _batch_failure(exc)
+        return index_pb2.SearchShardBatchResult(response=response)
 
     async def GetShardStats(
         self, request: index_pb2.GetShardStatsRequest, context: grpc.aio.ServicerContext
@@ -233,6 +297,15 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
         )
 
     def _search(self, request: index_pb2.SearchShardRequest) -> index_pb2.SearchShardResponse:
+        response = self._search_on(request, wait=True)
+        assert response is not None
+        return response
+
+    def _try_search(self, request: index_pb2.SearchShardRequest) -> index_pb2.SearchShardResponse | None:
+        """The search if the shard can answer it at once (`Shard.try_search`); None otherwise."""
+        return self._search_on(request, wait=False)
+
+    def _search_on(self, request: index_pb2.SearchShardRequest, wait: bool) -> index_pb2.SearchShardResponse | None:
         shard = self._shards.get(request.shard)
         self._limits.check_k(request.k)
         flt = request.filter
@@ -244,7 +317,9 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
             include_vectors=request.include_vectors,
             model_id=request.model_id,
         )
-        result = shard.search(query)
+        result = shard.search(query) if wait else shard.try_search(query)
+        if result is None:
+            return None
         return index_pb2.SearchShardResponse(hits=[_hit_proto(hit) for hit in result.hits], examined=result.examined)
 
     def _stats(self) -> index_pb2.GetShardStatsResponse:

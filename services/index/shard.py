@@ -568,6 +568,22 @@ class Shard:
 
     def search(self, query: SearchQuery) -> SearchResult:
         """The top-K live items by cosine similarity that pass the query's filter, best first."""
+        result = self._search(query, wait=True)
+        assert result is not None
+        return result
+
+    def try_search(self, query: SearchQuery) -> SearchResult | None:
+        """`search` if it is a plain graph search and no writer holds the index; None at once otherwise.
+
+        The servicer runs such searches on its event loop: a thread hop costs a shard more CPU than
+        a small graph search, and the loop must never block behind a write, a filtered or exact
+        search, or the store reads of reranking and returned vectors.
+        """
+        if query.exact or query.include_vectors or not query.filter.is_empty or self.settings.precision.reranked:
+            return None
+        return self._search(query, wait=False)
+
+    def _search(self, query: SearchQuery, wait: bool) -> SearchResult | None:
         self._check_open()
         if query.k < 1:
             raise InvalidArgumentError("k must be at least 1")
@@ -580,9 +596,13 @@ class Shard:
         started = time.perf_counter()
         rerank = self.settings.precision.reranked
         inner = dataclasses.replace(query, k=query.k * _RERANK_FACTOR) if rerank else query
-        with self._index_lock:
+        if not self._index_lock.acquire(blocking=wait):
+            return None
+        try:
             self._check_open()
             found, examined = self._search_locked(vector, inner)
+        finally:
+            self._index_lock.release()
         vectors: dict[int, np.ndarray] = {}
         if (query.include_vectors or rerank) and found:
             vectors = self._store.vectors_by_key(key for key, _, _ in found)

@@ -139,6 +139,49 @@ def test_shards_are_independent_and_unknown_ones_are_not_found(
         assert code == grpc.StatusCode.NOT_FOUND and "serves 0,2" in details
 
 
+def test_a_batch_of_searches_answers_each_as_searched_alone_with_its_own_status(
+    server: tuple[ServiceProcess, index_pb2_grpc.IndexServiceStub],
+) -> None:
+    _, stub = server
+    by_n = types_pb2.Filter(clauses=[types_pb2.FilterClause(key="n", any_of=["4", "8", "9"])])
+    good = [
+        index_pb2.SearchShardRequest(shard=0, vector=unit(7), k=3, model_id=MODEL),
+        index_pb2.SearchShardRequest(shard=0, vector=unit(11), k=5, modality=IMAGE, filter=by_n),
+        index_pb2.SearchShardRequest(shard=0, vector=unit(3), k=4, exact=True),
+        index_pb2.SearchShardRequest(shard=0, vector=unit(5), k=2, include_vectors=True),
+    ]
+    bad = {
+        1: (index_pb2.SearchShardRequest(shard=1, vector=unit(1), k=1), grpc.StatusCode.NOT_FOUND, "serves 0,2"),
+        3: (
+            index_pb2.SearchShardRequest(shard=0, vector=unit(1, 8), k=1),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "8 values",
+        ),
+        5: (
+            index_pb2.SearchShardRequest(shard=0, vector=unit(1), k=1, model_id="other"),
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "not 'other'",
+        ),
+    }
+    searches = list(good)
+    for position, (request, _, _) in sorted(bad.items()):
+        searches.insert(position, request)
+    reply = stub.SearchShardBatch(index_pb2.SearchShardBatchRequest(searches=searches), timeout=30)
+    assert len(reply.results) == len(searches)
+    answers = iter(good)
+    for position, result in enumerate(reply.results):
+        if position in bad:
+            _, code, fragment = bad[position]
+            assert result.status.code == code.value[0] and fragment in result.status.message, result.status
+            continue
+        alone = stub.SearchShard(next(answers), timeout=30)
+        assert result.status.code == 0 and result.response == alone
+    assert {h.id for h in reply.results[2].response.hits} == {"it-4", "it-8"}  # the filtered one, on a thread
+    too_many = index_pb2.SearchShardBatchRequest(searches=[good[0]] * 51)
+    code, details = code_of(stub.SearchShardBatch, too_many)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "50" in details
+
+
 def test_another_model_is_a_failed_precondition(
     server: tuple[ServiceProcess, index_pb2_grpc.IndexServiceStub],
 ) -> None:

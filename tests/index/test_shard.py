@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY
 
 from services.common.limits import LimitError, Limits
 from services.index import shard as shard_module
-from services.index.domain import MODALITY_IMAGE, Item, SearchQuery
+from services.index.domain import MODALITY_IMAGE, Item, SearchQuery, make_filter
 from services.index.errors import InvalidArgumentError, PreconditionError, ShardUnavailableError
 from tests.index.helpers import DIM, MODEL, brute_force, make_item, open_shard, vector_of, vectors
 from tests.support import wait_for
@@ -437,4 +437,21 @@ def test_exhaustive_search_matches_brute_force(tmp_path: Path) -> None:
         assert [h.id for h in hits] == brute_force(items, q, 10)
         for hit in hits:
             assert math.isclose(hit.score, float(np.dot(items[hit.id].vector, q)), abs_tol=1e-5)
+    shard.close()
+
+
+def test_try_search_answers_plain_searches_at_once_and_declines_the_rest(tmp_path: Path) -> None:
+    shard = open_shard(tmp_path)
+    x = vectors(3, 30)
+    shard.upsert(MODEL, [make_item(i, x[i], {"n": str(i)}) for i in range(30)])
+    plain = SearchQuery(x[4], 5)
+    assert shard.try_search(plain) == shard.search(plain)
+    # What may take long or read the store goes to a worker thread instead: try_search declines it.
+    assert shard.try_search(SearchQuery(x[4], 5, exact=True)) is None
+    assert shard.try_search(SearchQuery(x[4], 5, include_vectors=True)) is None
+    assert shard.try_search(SearchQuery(x[4], 5, filter=make_filter(MODALITY_IMAGE, [], (), ()))) is None
+    # A writer holding the index (here: the lock a write takes) makes it decline rather than block the caller.
+    with shard._index_lock:
+        assert shard.try_search(plain) is None
+    assert shard.try_search(plain) == shard.search(plain)
     shard.close()
