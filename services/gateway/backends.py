@@ -27,7 +27,7 @@ from services.common.channels import open_channel
 from services.common.config import TLSConfig
 from services.common.placement import Placement
 from services.gateway.errors import BackendError, GatewayError, describe_error, status_of
-from services.gateway.metrics import ENCODER_RETRIES, HEDGED_REQUESTS, SHARD_ERRORS
+from services.gateway.metrics import ENCODE_SECONDS, ENCODER_RETRIES, HEDGED_REQUESTS, SHARD_ERRORS
 
 T = TypeVar("T")
 
@@ -121,6 +121,8 @@ class ShardClient:
             )
             self.replicas.append(Replica(address, index_pb2_grpc.IndexServiceStub(channel), channel))
         self._next = 0
+        # Set when the shard answered UNIMPLEMENTED to SearchShardBatch (an older release).
+        self.batch_unsupported = False
 
     def _order(self) -> list[Replica]:
         self._next = (self._next + 1) % len(self.replicas)
@@ -135,6 +137,8 @@ class ShardClient:
         self, fn: Callable[[index_pb2_grpc.IndexServiceStub, float], Awaitable[T]], timeout: float, hedge_delay: float
     ) -> T:
         """Run a read on one replica, hedged to the next after `hedge_delay`; the first answer wins."""
+        if len(self.replicas) == 1:
+            return await self._read_only_replica(fn, timeout)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         order = self._order()
@@ -185,6 +189,26 @@ class ShardClient:
             for task in pending:
                 task.cancel()
 
+    async def _read_only_replica(
+        self, fn: Callable[[index_pb2_grpc.IndexServiceStub, float], Awaitable[T]], timeout: float
+    ) -> T:
+        """`read` of a shard with one replica: nothing to hedge to or fail over to, so no task to watch."""
+        replica = self.replicas[0]
+        try:
+            return await fn(replica.stub, timeout)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() not in FAILOVER:
+                raise
+            self._failed(replica)
+            message = (
+                f"DEADLINE_EXCEEDED: no answer within {timeout:.3f}s"
+                if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+                else describe_error(exc)
+            )
+            raise BackendError(
+                grpc.StatusCode.UNAVAILABLE, f"shard {self.number} did not answer ({replica.address}: {message})"
+            ) from None
+
     async def write(
         self, fn: Callable[[index_pb2_grpc.IndexServiceStub], Awaitable[T]]
     ) -> list[tuple[Replica, T | BaseException]]:
@@ -222,8 +246,10 @@ class Backends:
 
     async def encode(self, pool: EncoderPool, items: list[encoder_pb2.EncodeItem], timeout: float) -> list[Encoded]:
         """Encode `items` with one pool; per item, its vector or the error to report for it."""
+        started = time.perf_counter()
         try:
             response = await pool.encode(items, timeout)
+            ENCODE_SECONDS.labels(pool.modality).observe(time.perf_counter() - started)
         except (grpc.aio.AioRpcError, BackendError) as exc:
             error = GatewayError(status_of(exc)[0], f"{pool.modality} encoder failed: {describe_error(exc)}")
             return [Encoded(None, error)] * len(items)

@@ -1,4 +1,4 @@
-"""Gateway metrics: fan-out latency per shard, shard errors, partial answers, hedges, ingest outcomes, shedding."""
+"""Gateway metrics: encoder and fan-out latency, shard errors, partial answers, hedges, ingest outcomes, shedding."""
 
 from __future__ import annotations
 
@@ -10,6 +10,12 @@ SHARD_SEARCH_SECONDS = Histogram(
     "crossmodal_gateway_shard_search_seconds",
     "Time until a shard's search answered (hedges included).",
     ["shard"],
+    buckets=LATENCY_BUCKETS,
+)
+ENCODE_SECONDS = Histogram(
+    "crossmodal_gateway_encode_seconds",
+    "Time until an encoder call answered, seen from the gateway (failovers included), by tower.",
+    ["modality"],
     buckets=LATENCY_BUCKETS,
 )
 SHARD_ERRORS = Counter(

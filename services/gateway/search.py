@@ -9,14 +9,17 @@ bug: INTERNAL, logged with its traceback, never disguised as an outage.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Sequence
 
 import grpc
 import structlog
 
+from crossmodal.transport import FAILOVER, code_of
 from crossmodal.v1 import encoder_pb2, gateway_pb2, index_pb2, types_pb2
-from services.gateway.backends import Backends, ShardClient
+from services.gateway.backends import OK, Backends, Encoded, ShardClient
+from services.gateway.coalesce import Coalescer
 from services.gateway.config import GatewayConfig
 from services.gateway.errors import BackendError, GatewayError
 from services.gateway.metrics import PARTIAL_RESPONSES, SHARD_SEARCH_SECONDS
@@ -36,6 +39,14 @@ class Searcher:
         self.backends = backends
         self._timeout = config.search_timeout_ms / 1000
         self._hedge = config.hedge_delay_ms / 1000
+        # Concurrent searches share calls to the text encoder and to each shard (services/gateway/coalesce.py).
+        self._shard_lanes: dict[int, Coalescer[index_pb2.SearchShardRequest, index_pb2.SearchShardResponse]] = {}
+        self._text_lane: Coalescer[encoder_pb2.EncodeItem, Encoded] | None = None
+        in_flight, max_batch = config.coalesce_in_flight, config.limits.max_batch
+        if in_flight:
+            for shard in backends.shards:
+                send = functools.partial(self._send_searches, shard)
+                self._shard_lanes[shard.number] = Coalescer("shard", send, in_flight * len(shard.replicas), max_batch)
 
     async def search(self, request: gateway_pb2.SearchRequest, remaining: float | None) -> gateway_pb2.SearchResponse:
         """The merged top-K of every shard for a checked request; `remaining` is the caller's time left."""
@@ -64,6 +75,9 @@ class Searcher:
             if isinstance(answer, BackendError):
                 log.warning("shard skipped", shard=shard.number, error=answer.message)
                 partial.append(shard.number)
+            elif isinstance(answer, GatewayError):
+                # What a shard refused for this search alone, in a batch of searches: as a direct refusal.
+                raise GatewayError(answer.code, f"shard {shard.number}: {answer.message}")
             elif isinstance(answer, grpc.aio.AioRpcError):
                 # What a shard refuses (a bad filter, the wrong model) is the caller's error: report it as is.
                 raise GatewayError(answer.code(), f"shard {shard.number}: {answer.details()}")
@@ -100,9 +114,67 @@ class Searcher:
         one.CopyFrom(request)
         one.shard = shard.number
         one.after.extend(self._owned(shard.number, after))
-        reply = await shard.read(lambda stub, t: stub.SearchShard(one, timeout=t), timeout, self._hedge)
+        lane = self._shard_lanes.get(shard.number)
+        if lane is None or one.after:
+            # A read-your-writes search waits on the shard for its positions: it goes alone.
+            reply = await self._search_one(shard, one, timeout)
+        else:
+            try:
+                reply = await lane.submit(one, timeout)
+            except TimeoutError:
+                raise BackendError(
+                    grpc.StatusCode.UNAVAILABLE, f"shard {shard.number} did not answer within {timeout:.3f}s"
+                ) from None
         SHARD_SEARCH_SECONDS.labels(str(shard.number)).observe(time.perf_counter() - started)
         return list(reply.hits)
+
+    async def _search_one(
+        self, shard: ShardClient, request: index_pb2.SearchShardRequest, timeout: float
+    ) -> index_pb2.SearchShardResponse:
+        return await shard.read(lambda stub, t: stub.SearchShard(request, timeout=t), timeout, self._hedge)
+
+    async def _send_searches(
+        self, shard: ShardClient, searches: list[index_pb2.SearchShardRequest], timeout: float
+    ) -> list[index_pb2.SearchShardResponse | BaseException]:
+        """Send the searches queued for one shard: one SearchShard when alone, else one SearchShardBatch."""
+        if len(searches) == 1 or shard.batch_unsupported:
+            return await asyncio.gather(
+                *(self._search_one(shard, s, timeout) for s in searches), return_exceptions=True
+            )
+        request = index_pb2.SearchShardBatchRequest(searches=searches)
+        try:
+            reply = await shard.read(lambda stub, t: stub.SearchShardBatch(request, timeout=t), timeout, self._hedge)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
+                raise
+            # A shard of an older release (a rolling upgrade): one call per search from now on.
+            log.warning("shard has no SearchShardBatch; searching it one query per call", shard=shard.number)
+            shard.batch_unsupported = True
+            return await asyncio.gather(
+                *(self._search_one(shard, s, timeout) for s in searches), return_exceptions=True
+            )
+        out: list[index_pb2.SearchShardResponse | BaseException] = []
+        retry: list[int] = []
+        for position, result in enumerate(reply.results):
+            code = code_of(result.status.code)
+            if result.status.code == OK:
+                out.append(result.response)
+                continue
+            if code in FAILOVER:
+                # This replica could not serve it (still loading, say): the single path tries the others.
+                retry.append(position)
+            out.append(GatewayError(code, result.status.message))
+        if retry:
+            again = await asyncio.gather(
+                *(self._search_one(shard, searches[p], timeout) for p in retry), return_exceptions=True
+            )
+            for position, answer in zip(retry, again, strict=True):
+                out[position] = answer
+        return out
+
+    async def _send_texts(self, items: list[encoder_pb2.EncodeItem], timeout: float) -> list[Encoded]:
+        """Encode the text queries queued for the text encoders in one call."""
+        return await self.backends.encode(self.backends.text, items, timeout)
 
     async def _query_vector(self, request: gateway_pb2.SearchRequest) -> tuple[list[float], str | None]:
         which = request.WhichOneof("query")
@@ -114,11 +186,27 @@ class Searcher:
                 raise GatewayError(grpc.StatusCode.NOT_FOUND, f"no stored item has the id {request.like_id!r}")
             return list(found[0][1].vector), request.like_id
         backends = self.backends
-        if which == "text":
-            pool, item = backends.text, encoder_pb2.EncodeItem(text=request.text)
+        timeout = self.config.encode_timeout_ms / 1000
+        in_flight = self.config.coalesce_in_flight
+        if which == "text" and in_flight:
+            if self._text_lane is None:
+                self._text_lane = Coalescer(
+                    "text_encoder",
+                    self._send_texts,
+                    in_flight * len(backends.text.addresses),
+                    self.config.limits.max_batch,
+                )
+            try:
+                result = await self._text_lane.submit(encoder_pb2.EncodeItem(text=request.text), timeout)
+            except TimeoutError:
+                raise BackendError(
+                    grpc.StatusCode.DEADLINE_EXCEEDED, f"the text encoder did not answer within {timeout:.3f}s"
+                ) from None
+        elif which == "text":
+            (result,) = await backends.encode(backends.text, [encoder_pb2.EncodeItem(text=request.text)], timeout)
         else:
-            pool, item = backends.image, encoder_pb2.EncodeItem(image=request.image)
-        (result,) = await backends.encode(pool, [item], self.config.encode_timeout_ms / 1000)
+            # An image query goes alone: its decoding and tower cost far more than the call.
+            (result,) = await backends.encode(backends.image, [encoder_pb2.EncodeItem(image=request.image)], timeout)
         if result.error is not None:
             raise result.error
         assert result.vector is not None
