@@ -11,7 +11,7 @@ PROTO_DIR := protos
 PROTOS := $(wildcard $(PROTO_DIR)/crossmodal/v1/*.proto)
 GEN_DIR := crossmodal/v1
 
-.PHONY: setup setup-export protos protos-check config-table nats test test-all demo bench reliability lint typecheck clean
+.PHONY: setup setup-export protos protos-check config-table nats image test test-all demo bench reliability lint typecheck clean
 
 # The virtualenv with the service packages, the dev tools and the package in editable mode.
 $(STAMP): pyproject.toml constraints.txt
@@ -46,8 +46,22 @@ config-table: $(STAMP)
 nats:
 	bash scripts/install_nats.sh
 
+# The service image (docker/Dockerfile), built with the Docker engine (installed and started when none runs).
+# BASE=registry (python:3.11-slim-bookworm) or BASE=local (a Debian base made here with mmdebstrap: no
+# registry needed); IMAGE (default crossmodal), TAG (default: the project's version), VARIANT=cpu|cuda,
+# PUSH=1 to push IMAGE:TAG afterwards. Prints the size; see the README's "Container image".
+BASE ?= registry
+IMAGE ?= crossmodal
+TAG ?=
+VARIANT ?= cpu
+image: $(STAMP)
+	bash scripts/image.sh --base $(BASE) --image $(IMAGE) $(if $(TAG),--tag $(TAG)) --variant $(VARIANT) \
+		$(if $(PUSH),--push) --python $(abspath $(PY))
+
+# docker_engine.sh --optional: the image tests run when a Docker engine can be had, and skip (saying why) otherwise.
 test: $(EXPORT_STAMP) protos-check nats
 	bash scripts/install_prometheus.sh
+	bash scripts/docker_engine.sh --optional
 	$(PY) -m pytest -q
 
 test-all: $(EXPORT_STAMP) protos-check nats

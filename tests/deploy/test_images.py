@@ -1,9 +1,10 @@
-"""The service image: the Dockerfile agrees with the chart and the project, and its helper scripts work.
+"""The service image's recipe: the Dockerfile agrees with the chart and the project, and its helper scripts work.
 
-Images cannot be built here (no Docker engine), so the Dockerfile is checked statically against the
-chart (commands, user, ports, bundle path) and the build context; CI builds it for real. The two
-scripts it installs, crossmodal-healthcheck (the chart's exec probe under TLS) and
-crossmodal-verify-bundle (the chart's init container), run here against real services and bundles.
+These checks read the Dockerfile, .dockerignore and scripts/image.sh and need no Docker engine; the image
+is built for real and run (alone, and as the whole cluster the chart describes) by test_image_build.py and
+test_image_cluster.py, which `make test` runs when it can start an engine. The two scripts the image
+installs, crossmodal-healthcheck (the chart's exec probe under TLS) and crossmodal-verify-bundle (the
+chart's init container), also run here against real services and bundles, outside any container.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ from tests.support import ROOT, ServiceProcess
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 HEALTHCHECK = ROOT / "docker" / "healthcheck.py"
+IMAGE_SCRIPT = ROOT / "scripts" / "image.sh"
+# The wheelhouse scripts/image.sh fills on the host, per variant; the Dockerfile installs from it only.
+WHEELHOUSE = "build/image/wheels/${VARIANT}"
 VERIFY_BUNDLE = ROOT / "docker" / "verify_bundle.py"
 
 
@@ -74,15 +78,17 @@ def _chart_values() -> dict:
 
 def test_the_image_is_multi_stage_and_runs_as_the_charts_non_root_user() -> None:
     stages = _stages()
-    assert list(stages) == ["build", "runtime"]
+    assert list(stages) == ["deps", "build", "runtime"]
     runtime = stages["runtime"]
     users = [args for instruction, args in runtime if instruction == "USER"]
     assert users == ["10001:10001"]
     context = _chart_values()["containerSecurityContext"]
     assert users[0] == f"{context['runAsUser']}:{context['runAsGroup']}"
-    # Only the virtualenv comes from the build stage: no compilers or pip caches in the runtime image.
-    from_build = [args for instruction, args in runtime if instruction == "COPY" and "--from=build" in args]
-    assert from_build == ["--from=build /opt/venv /opt/venv"]
+    # Only the virtualenv and the installed project come from the build stages: no wheelhouse, pip or
+    # compiler in the runtime image.
+    from_stages = [args for instruction, args in runtime if instruction == "COPY" and "--from=" in args]
+    assert from_stages == ["--from=deps /opt/venv /opt/venv", "--from=build /opt/crossmodal /opt/crossmodal"]
+    assert stages["build"][0] == ("FROM", "deps AS build")
     for instruction, args in _instructions():
         if instruction == "FROM":
             assert ":latest" not in args
@@ -93,7 +99,7 @@ def test_cpu_and_cuda_variants_come_from_one_build_argument() -> None:
     assert "ARG VARIANT=cpu" in text
     assert re.search(r'\[ "\$VARIANT" = "cuda" \]', text)
     assert "onnxruntime-gpu[cuda,cudnn]==${ort_version}" in text
-    assert "pip uninstall -y onnxruntime" in text
+    assert "$PIP uninstall -y onnxruntime" in text
     constraints = (ROOT / "constraints.txt").read_text()
     assert re.search(r"^onnxruntime==\d", constraints, re.M), "the CUDA build pins onnxruntime-gpu to this"
 
@@ -140,6 +146,10 @@ def test_the_build_context_holds_what_the_dockerfile_copies_and_nothing_else() -
             for source in sources:
                 if source == "models/default" and not (ROOT / source).exists():
                     continue  # the default bundle lands with its own issue; the build verifies it
+                if source == WHEELHOUSE:
+                    for variant in ("cpu", "cuda"):
+                        assert not _ignored(source.replace("${VARIANT}", variant) + "/x.whl", patterns), variant
+                    continue  # made by scripts/image.sh, not in the tree
                 assert (ROOT / source).exists(), source
                 assert not _ignored(source, patterns), f"{source} is excluded by .dockerignore"
     for kept_out in (
@@ -149,6 +159,8 @@ def test_the_build_context_holds_what_the_dockerfile_copies_and_nothing_else() -
         "tests/support.py",
         "crossmodal/__pycache__/x.pyc",
         "bench/results/x.json",
+        "build/reliability/tests.jsonl",
+        "build/image/build-cpu.log",
     ):
         assert _ignored(kept_out, patterns), kept_out
 
@@ -253,3 +265,27 @@ def test_healthcheck_over_plaintext_tls_and_mutual_tls(tmp_path: Path) -> None:
     finally:
         plain.close()
         mutual.close()
+
+
+def test_pip_in_the_build_reaches_no_index_and_only_the_wheelhouse() -> None:
+    deps = _stages()["deps"]
+    env = " ".join(args for instruction, args in deps if instruction == "ENV")
+    assert "PIP_NO_INDEX=1" in env and "PIP_FIND_LINKS=/wheels" in env
+    assert (["build/image/wheels/${VARIANT}"], "/wheels") in _copies(deps)
+    # The runtime stage never sees the wheelhouse; pip runs from its own virtualenv, never copied.
+    assert all("/wheels" not in dest for _src, dest in _copies(_stages()["runtime"]))
+    assert 'PIP="/opt/pip/bin/pip --python /opt/venv/bin/python"' in env
+    assert "python3 -m venv --without-pip /opt/venv" in DOCKERFILE.read_text()
+    script = IMAGE_SCRIPT.read_text()
+    assert 'WHEELS="$ROOT/build/image/wheels/$VARIANT"' in script
+    assert "--only-binary=:all: --python-version 3.11" in script and '-c "$ROOT/constraints.txt"' in script
+
+
+def test_the_dockerfile_builds_without_buildkit_or_a_frontend_image() -> None:
+    text = DOCKERFILE.read_text()
+    # A syntax directive makes BuildKit pull its frontend from a registry; --chmod/--mount need BuildKit.
+    assert not re.search(r"^#\s*syntax\s*=", text, re.M | re.I)
+    for instruction, args in _instructions():
+        if instruction in ("COPY", "ADD", "RUN"):
+            assert "--chmod" not in args and "--mount" not in args, (instruction, args)
+    assert "DOCKER_BUILDKIT=0 docker build" in IMAGE_SCRIPT.read_text()
