@@ -5,6 +5,13 @@ same Pillow calls torchvision makes on PIL images: resize in the image's own mod
 (or pad), convert to RGB, scale to [0, 1], normalise. The order matters: Pillow resizes RGBA
 with premultiplied alpha and palette images with nearest neighbour, and converting first would
 change the pixels the model sees.
+
+Large JPEGs (camera photos) are decoded at a reduced scale when the caller passes the tower's
+:class:`ImageConfig`: libjpeg scales in the DCT domain (1/2, 1/4, 1/8) for a fraction of the cost of a
+full decode, and the smallest scale whose result is still at least twice what the resize step
+produces per dimension keeps the model's input close to a full decode's (the bicubic filter then
+still averages at least 2x2 decoded pixels per output pixel). Images with no such margin, and
+every other format, decode exactly as before.
 """
 
 from __future__ import annotations
@@ -97,8 +104,54 @@ class ImageConfig:
         )
 
 
-def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
+# EXIF orientations 5-8 swap width and height (transpose, rotate 90/270, transverse).
+_SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})
+_TRANSPOSING_ORIENTATIONS = frozenset({2, 3, 4, 5, 6, 7, 8})
+# A reduced decode keeps at least this many decoded pixels per pixel of the resize step, per dimension.
+DRAFT_MARGIN = 2
+
+
+def resized_size(width: int, height: int, cfg: ImageConfig) -> tuple[int, int]:
+    """The (width, height) that :func:`resize_and_crop` resizes an image of this size to, before cropping."""
+    target = cfg.size
+    if cfg.resize_mode == "squash":
+        return target[1], target[0]
+    if cfg.resize_mode == "longest" or target[0] != target[1]:
+        ratio_h, ratio_w = height / target[0], width / target[1]
+        ratio = max(ratio_h, ratio_w) if cfg.resize_mode == "longest" else min(ratio_h, ratio_w)
+        return round(width / ratio), round(height / ratio)
+    # torchvision's Resize(int): the short side becomes `size`, the long side is truncated.
+    short, long = sorted((width, height))
+    new_short, new_long = target[0], int(target[0] * long / short)
+    return (new_short, new_long) if width <= height else (new_long, new_short)
+
+
+def draft_request(width: int, height: int, orientation: int, cfg: ImageConfig) -> tuple[int, int]:
+    """The smallest (width, height), in the file's own orientation, a reduced decode may return for `cfg`."""
+    if orientation in _SWAPPING_ORIENTATIONS:
+        out_h, out_w = resized_size(height, width, cfg)
+    else:
+        out_w, out_h = resized_size(width, height, cfg)
+    return max(1, DRAFT_MARGIN * out_w), max(1, DRAFT_MARGIN * out_h)
+
+
+def _draft(img: Image.Image, cfg: ImageConfig) -> None:
+    # Only libjpeg scales while decoding; Pillow's other decoders ignore draft() or would change modes.
+    if img.format not in ("JPEG", "MPO"):
+        return
+    orientation = img.getexif().get(0x0112, 1)
+    want_w, want_h = draft_request(img.width, img.height, orientation if isinstance(orientation, int) else 1, cfg)
+    if img.width >= 2 * want_w and img.height >= 2 * want_h:
+        # No mode argument: the file's colour mode (L, RGB, CMYK) stays as a full decode gives it.
+        img.draft(None, (want_w, want_h))
+
+
+def decode_image(data: bytes, *, max_bytes: int, max_pixels: int, scale_for: ImageConfig | None = None) -> Image.Image:
     """Decode an uploaded image safely: size limits first, EXIF orientation applied, first frame only.
+
+    With ``scale_for``, a JPEG large enough is decoded at the smallest DCT scale that still leaves at
+    least twice the pixels the resize step for that config needs (see the module's docstring);
+    without it, or for any other image, the full image is decoded.
 
     Raises :class:`ImageInputError` for empty or oversized input, unsupported or corrupt data,
     zero-size images and images over ``max_pixels`` (checked from the header, before the pixels
@@ -139,8 +192,14 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image
         )
     try:
         img.seek(0)
+        # After seek(0): an MPO's seek rebuilds the tile from the full size and would undo the draft.
+        if scale_for is not None:
+            _draft(img, scale_for)
         img.load()
-        img = ImageOps.exif_transpose(img) or img
+        # Only when there is something to do: without a rotation, exif_transpose returns a copy of
+        # the whole decoded image, which for a large PNG costs as much as a resize.
+        if img.getexif().get(0x0112, 1) in _TRANSPOSING_ORIENTATIONS:
+            img = ImageOps.exif_transpose(img) or img
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageInputError(f"the image data is truncated or corrupt ({exc})") from exc
     except Image.DecompressionBombError as exc:
@@ -171,13 +230,6 @@ def _resize(img: Image.Image, size_hw: tuple[int, int], resample: Image.Resampli
     return img.resize((size_hw[1], size_hw[0]), resample)
 
 
-def _keep_ratio_size(img: Image.Image, target: tuple[int, int], longest: bool) -> tuple[int, int]:
-    ratio_h = img.height / target[0]
-    ratio_w = img.width / target[1]
-    ratio = max(ratio_h, ratio_w) if longest else min(ratio_h, ratio_w)
-    return round(img.height / ratio), round(img.width / ratio)
-
-
 def _pad(img: Image.Image, border: tuple[int, int, int, int], fill: int) -> Image.Image:
     bands = len(img.getbands())
     color: int | tuple[int, ...] = fill if bands == 1 else (fill,) * bands
@@ -203,22 +255,12 @@ def _center_crop_or_pad(img: Image.Image, size_hw: tuple[int, int], fill: int) -
 
 def resize_and_crop(img: Image.Image, cfg: ImageConfig) -> Image.Image:
     """Resize and crop (or pad) ``img`` to the tower's input size as open_clip does, in its own mode."""
-    resample = INTERPOLATIONS[cfg.interpolation]
-    target = cfg.size
+    width, height = resized_size(img.width, img.height, cfg)
+    img = _resize(img, (height, width), INTERPOLATIONS[cfg.interpolation])
     if cfg.resize_mode == "squash":
-        return _resize(img, target, resample)
-    if cfg.resize_mode == "longest":
-        img = _resize(img, _keep_ratio_size(img, target, longest=True), resample)
-        return _center_crop_or_pad(img, target, cfg.fill_color)
-    if target[0] == target[1]:
-        # torchvision's Resize(int): the short side becomes `size`, the long side is truncated.
-        short, long = sorted((img.width, img.height))
-        new_short, new_long = target[0], int(target[0] * long / short)
-        size_hw = (new_long, new_short) if img.width <= img.height else (new_short, new_long)
-        img = _resize(img, size_hw, resample)
-    else:
-        img = _resize(img, _keep_ratio_size(img, target, longest=False), resample)
-    return _center_crop_or_pad(img, target, 0)
+        return img
+    # open_clip pads with fill_color only in "longest" mode; its centre crop pads with 0.
+    return _center_crop_or_pad(img, cfg.size, cfg.fill_color if cfg.resize_mode == "longest" else 0)
 
 
 def preprocess_image(img: Image.Image, cfg: ImageConfig) -> np.ndarray:

@@ -2,10 +2,13 @@
 
 Callers first *admit* their items (`DynamicBatcher.admit`), which reserves room in a bounded queue
 or fails at once with `QueueFullError`; then they prepare the items (decode, tokenize) and
-`submit` them. A single worker task takes up to `max_batch` items as soon as that many are
-waiting, or when the oldest waiting item has waited `max_wait` seconds, and runs the batch
-function on its own thread so the event loop keeps serving while it computes. Items that arrive
-while a batch runs are gathered for the next one, so under load batches fill up by themselves.
+`submit` them. A single worker task runs the batch function on its own thread (so the event loop
+keeps serving while it computes) and, as soon as that thread is free, takes whatever is queued, up
+to `max_batch` items. Items that arrive while a batch runs are gathered for the next one, so under
+load batches fill up by themselves, and a lone request never waits for company. `max_wait` (0 by
+default) optionally holds a partial batch while the thread is idle, until `max_batch` items are
+waiting or the oldest has waited that long: it trades the latency of light load for fuller batches,
+which only pays when a batch of n costs much less than n batches of one.
 
 The queue counts every admitted item until the worker takes it: items still being prepared
 count too, so a flood of large requests cannot pile up unbounded work in the preprocessing pool.
@@ -19,7 +22,7 @@ import concurrent.futures
 import contextlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 import structlog
@@ -62,7 +65,7 @@ class BatchObserver(Protocol):
 class _Entry(Generic[ItemT, ResultT]):
     item: ItemT
     future: asyncio.Future[ResultT]
-    enqueued: float = field(default_factory=time.monotonic)
+    enqueued: float
 
 
 class Admission(Generic[ItemT, ResultT]):
@@ -108,6 +111,7 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         queue_size: int,
         observer: BatchObserver | None = None,
         thread_name: str = "batch",
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_batch < 1 or queue_size < 1 or max_wait_s < 0:
             raise ValueError("max_batch and queue_size must be >= 1 and max_wait_s >= 0")
@@ -116,6 +120,8 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         self.max_wait_s = max_wait_s
         self.queue_size = queue_size
         self._observer = observer
+        # Injectable so that tests can stop time and prove what does not depend on it.
+        self._clock = clock
         # One thread: batches run one after another. Inference parallelises inside onnxruntime's
         # own thread pool; two concurrent batches would only fight over the same cores.
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
@@ -187,7 +193,8 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         if self._worker is None or self._wake is None:
             raise RuntimeError("the batcher is not started")
         loop = asyncio.get_running_loop()
-        entries = [_Entry[ItemT, ResultT](item, loop.create_future()) for item in items]
+        now = self._clock()
+        entries = [_Entry[ItemT, ResultT](item, loop.create_future(), now) for item in items]
         self._entries.extend(entries)
         # Waking the worker for every arrival would cost the event loop a wake-up per item; between
         # these two events it sleeps until the oldest item's deadline.
@@ -219,7 +226,7 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
                 break
             # The oldest item sets the deadline: after a long batch, items that already waited
             # through it go out at once instead of waiting again.
-            remaining = self._entries[0].enqueued + self.max_wait_s - time.monotonic()
+            remaining = self._entries[0].enqueued + self.max_wait_s - self._clock()
             if remaining <= 0:
                 break
             self._wake.clear()
@@ -235,7 +242,7 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         loop = asyncio.get_running_loop()
         while True:
             batch = await self._next_batch()
-            now = time.monotonic()
+            now = self._clock()
             waited = [now - e.enqueued for e in batch]
             items = [e.item for e in batch]
             started = time.perf_counter()

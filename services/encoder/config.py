@@ -70,8 +70,10 @@ class EncoderConfig:
     )
     max_wait_ms: float = setting(
         "ENCODER_MAX_WAIT_MS",
-        5.0,
-        "How long the first waiting item may wait for others to fill a batch, in milliseconds.",
+        0.0,
+        "How long a queued item may wait for more items to fill a batch while the inference "
+        "thread is idle, in milliseconds; 0: a batch runs as soon as the thread is free, with "
+        "whatever is queued (batches still fill up under load, while the previous batch runs).",
         min=0,
         max=60_000,
     )

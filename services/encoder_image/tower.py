@@ -51,7 +51,10 @@ class ImageTower:
         out: list[Prepared | InvalidItemError] = []
         for data in contents:
             try:
-                img = decode_image(data, max_bytes=self._limits.max_image_bytes, max_pixels=self._max_pixels)
+                # Scaled for the model's input: a camera photo decodes at 1/4 or 1/8 of its size.
+                img = decode_image(
+                    data, max_bytes=self._limits.max_image_bytes, max_pixels=self._max_pixels, scale_for=self._cfg
+                )
                 out.append(Prepared(preprocess_image(img, self._cfg)))
             except ImageInputError as exc:
                 out.append(InvalidItemError(exc.reason))

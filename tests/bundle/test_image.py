@@ -5,12 +5,14 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from crossmodal.bundle import ImageConfig, ImageInputError, decode_image, preprocess_image
+from crossmodal.bundle.image import resized_size
 
 LIMITS = {"max_bytes": 8 << 20, "max_pixels": 20_000_000}
 
@@ -197,3 +199,169 @@ def test_image_config_round_trips_and_validates() -> None:
         ImageConfig(resize_mode="stretch")
     with pytest.raises(ValueError, match="interpolation"):
         ImageConfig(interpolation="lanczos")
+
+
+# --- scaled decoding of large JPEGs ---------------------------------------------------------------
+
+DEFAULT_BUNDLE = Path(__file__).resolve().parents[2] / "models" / "default"
+VIT = ImageConfig(size=(224, 224))
+SMALL = ImageConfig(size=(64, 64))
+
+
+def _photo(seed: int, size: tuple[int, int], orientation: int = 1, mode: str = "RGB") -> bytes:
+    """A photo-like JPEG: a smooth colour field, a few shapes, sensor-like noise and an EXIF orientation."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    coarse = rng.integers(0, 256, (height // 128 + 2, width // 128 + 2, 3)).astype(np.uint8)
+    img = Image.fromarray(coarse, "RGB").resize(size, Image.Resampling.BICUBIC)
+    draw = ImageDraw.Draw(img)
+    for _ in range(6):
+        x, y, r = (int(v) for v in rng.integers(0, min(size), 3))
+        draw.ellipse(
+            (x - r // 4, y - r // 4, x + r // 4, y + r // 4), fill=tuple(int(c) for c in rng.integers(0, 256, 3))
+        )
+    # A marker in the stored top-left corner, so that a wrong rotation shows.
+    draw.rectangle((0, 0, width // 4, height // 4), fill=(255, 0, 0))
+    pixels = np.asarray(img).astype(np.int16) + rng.integers(-8, 9, (height, width, 3), dtype=np.int16)
+    out = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB").convert(mode)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return _encode(out, "JPEG", quality=92, exif=exif.tobytes())
+
+
+@pytest.mark.parametrize(
+    ("size", "cfg", "decoded"),
+    [
+        # 224 px input: the resize step makes 298x224, so at least 596x448 is kept: 1/2, not 1/4.
+        ((1600, 1200), VIT, (800, 600)),
+        ((4032, 3024), VIT, (1008, 756)),
+        # 64 px input: 85x64 after the resize, at least 170x128 kept: the smallest scale, 1/8.
+        ((1600, 1200), SMALL, (200, 150)),
+        # Too small to halve and keep twice the input: decoded in full.
+        ((800, 600), VIT, (800, 600)),
+        ((255, 255), SMALL, (255, 255)),
+        # Portrait, and a panorama whose short side decides.
+        ((1200, 1600), VIT, (600, 800)),
+        ((3000, 900), VIT, (1500, 450)),
+    ],
+)
+def test_scaled_decode_keeps_at_least_twice_the_resize_steps_size(
+    size: tuple[int, int], cfg: ImageConfig, decoded: tuple[int, int]
+) -> None:
+    data = _photo(1, size)
+    img = decode_image(data, **LIMITS, scale_for=cfg)
+    assert img.size == decoded
+    assert min(img.size) >= 2 * cfg.height or img.size == size
+    # The smallest such scale: halving once more would leave less than twice the input.
+    assert min(img.size) // 2 < 2 * cfg.height
+    assert decode_image(data, **LIMITS).size == size
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_scaled_decode_applies_exif_orientation(orientation: int) -> None:
+    data = _photo(2, (1600, 1200), orientation)
+    scaled = decode_image(data, **LIMITS, scale_for=VIT)
+    full = decode_image(data, **LIMITS)
+    assert scaled.size == (full.width // 2, full.height // 2)
+    # The same picture the same way up: the full decode halved matches the scaled one closely.
+    halved = np.asarray(full.reduce(2), dtype=np.float64)
+    assert np.abs(np.asarray(scaled, dtype=np.float64) - halved).mean() < 4.0
+    # The red marker of the stored top-left corner is where the orientation puts it.
+    corner = {1: (0, 0), 3: (1, 1), 6: (0, 1), 8: (1, 0)}[orientation]
+    y = 10 if corner[0] == 0 else scaled.height - 10
+    x = 10 if corner[1] == 0 else scaled.width - 10
+    r, g, b = np.asarray(scaled)[y, x]
+    assert r > 200 and g < 60 and b < 60
+
+
+@pytest.mark.parametrize("mode", ["L", "CMYK"])
+def test_scaled_decode_keeps_the_jpeg_colour_mode(mode: str) -> None:
+    data = _photo(3, (1600, 1200), 6, mode=mode)
+    scaled, full = decode_image(data, **LIMITS, scale_for=VIT), decode_image(data, **LIMITS)
+    assert scaled.mode == full.mode == mode
+    assert scaled.size == (600, 800)
+    a, b = preprocess_image(scaled, VIT), preprocess_image(full, VIT)
+    assert np.abs(a - b).mean() < 0.05, np.abs(a - b).mean()
+
+
+def _large_non_jpegs() -> list[tuple[str, bytes]]:
+    rng = np.random.default_rng(4)
+    size = (1200, 900)
+    rgb = Image.fromarray(_noise(rng, size, 3), "RGB")
+    alpha = Image.fromarray(np.dstack([_noise(rng, size, 3), _noise(rng, size, 1)]), "RGBA")
+    sixteen = Image.fromarray(_noise(rng, size, 1).astype(np.uint16) * 257)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return [
+        ("RGBA PNG", _encode(alpha, "PNG")),
+        ("16-bit PNG", _encode(sixteen, "PNG")),
+        ("palette PNG", _encode(rgb.quantize(colors=64), "PNG")),
+        ("rotated WebP", _encode(rgb, "WEBP", exif=exif.tobytes())),
+        ("TIFF", _encode(rgb, "TIFF")),
+    ]
+
+
+def _small_files() -> list[tuple[str, bytes]]:
+    out = []
+    for name, img in _sample_images():
+        if img.mode in ("RGB", "L", "CMYK"):
+            out.append((f"{name} JPEG", _encode(img, "JPEG", quality=90)))
+        lossless = "TIFF" if img.mode in ("CMYK", "F") else "PNG"
+        out.append((f"{name} {lossless}", _encode(img, lossless)))
+    out.append(("rotated 800x600 JPEG", _photo(5, (800, 600), 8)))
+    out.append(("447x447 JPEG", _photo(6, (447, 447), 6)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def files() -> list[tuple[str, bytes, Image.Image]]:
+    """Small images of every mode and format, and large non-JPEGs, each with its full decode."""
+    return [(name, data, decode_image(data, **LIMITS)) for name, data in _small_files() + _large_non_jpegs()]
+
+
+@pytest.mark.parametrize("cfg", [VIT, SMALL, *CONFIGS], ids=lambda c: f"{c.size}-{c.resize_mode}")
+def test_images_not_scaled_decode_bit_identically(
+    cfg: ImageConfig, files: list[tuple[str, bytes, Image.Image]]
+) -> None:
+    unscaled = []
+    for name, data, before in files:
+        after = decode_image(data, **LIMITS, scale_for=cfg)
+        if after.size != before.size:
+            # Only a JPEG with room to spare is reduced, and never below twice the resize step's size.
+            assert name.endswith("JPEG"), name
+            need = resized_size(before.width, before.height, cfg)
+            assert after.width >= 2 * need[0] and after.height >= 2 * need[1], name
+            continue
+        unscaled.append(name)
+        assert after.mode == before.mode, name
+        assert np.array_equal(np.asarray(after), np.asarray(before)), name
+        if before.mode == "P":
+            assert after.getpalette() == before.getpalette(), name
+    # Every format other than JPEG, and every small JPEG, went through unchanged.
+    assert [n for n, _, _ in files if not n.endswith("JPEG")] == [n for n in unscaled if not n.endswith("JPEG")]
+    if cfg in (VIT, SMALL):
+        # Less than four times the input on the short side: no scale keeps twice the input.
+        assert {f"RGB {size} JPEG" for size in [(1, 1), (64, 64), (224, 224), (300, 200)]} <= set(unscaled)
+
+
+@pytest.mark.skipif(not (DEFAULT_BUNDLE / "model.json").is_file(), reason="the default bundle is not committed")
+def test_scaled_photos_embed_within_cosine_0_995_of_a_full_decode() -> None:
+    from crossmodal.bundle import ModelBundle
+
+    bundle = ModelBundle.open(DEFAULT_BUNDLE, towers=("image",), providers=["CPUExecutionProvider"])
+    cfg = bundle.image_config
+    photos = [
+        _photo(10 + i, size, orientation)
+        for i, (size, orientation) in enumerate(
+            [((4032, 3024), 6), ((4032, 3024), 1), ((3024, 4032), 1), ((2016, 1512), 3), ((2000, 1125), 8)]
+        )
+    ]
+    scaled_images = [decode_image(p, **LIMITS, scale_for=cfg) for p in photos]
+    # Each photo really took the reduced path (otherwise this test would compare a path with itself).
+    assert all(max(img.size) <= 1008 for img in scaled_images)
+    full = bundle.encode_pixels(np.stack([preprocess_image(decode_image(p, **LIMITS), cfg) for p in photos]))
+    scaled = bundle.encode_pixels(np.stack([preprocess_image(img, cfg) for img in scaled_images]))
+    cosines = np.sum(full * scaled, axis=1)
+    assert cosines.min() >= 0.995, cosines
+    # For scale: different photos are much further apart than a photo's two decodes.
+    assert (full @ full.T)[np.triu_indices(len(photos), 1)].max() < 0.99

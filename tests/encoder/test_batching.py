@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.encoder.batching import BatcherClosedError, DynamicBatcher, QueueFullError
+from services.encoder.config import EncoderConfig
 
 # Long enough that a batch never goes out on time in these tests: only a full batch, or items
 # that waited their turn behind a running batch, make one.
@@ -329,3 +330,101 @@ def test_every_item_gets_its_own_result_in_batches_within_the_limit(requests: li
     assert flat == [2 * i for i in range(sum(requests))]
     assert all(1 <= len(b) <= max_batch for b in run.batches)
     assert sorted(x for b in run.batches for x in b) == list(range(sum(requests)))
+
+
+def test_a_lone_item_runs_at_once_with_the_default_wait() -> None:
+    """With the configured default, a lone item is never held back for company.
+
+    The batcher's clock is stopped: any wait above zero would then never expire and the item would
+    not be answered within the timeout, so passing does not depend on how fast this machine is.
+    """
+    run, observed = Recorder(), Observed()
+    default_wait_s = EncoderConfig().max_wait_ms / 1000.0
+
+    async def main() -> list[int | BaseException]:
+        batcher = DynamicBatcher(
+            run, max_batch=32, max_wait_s=default_wait_s, queue_size=32, observer=observed, clock=lambda: 0.0
+        )
+        batcher.start()
+        try:
+            return await asyncio.wait_for(submit(batcher, [5]), timeout=30)
+        finally:
+            await batcher.close()
+
+    assert asyncio.run(main()) == [10]
+    assert run.batches == [[5]]
+    assert observed.sizes == [1]
+
+
+def test_a_wait_cap_holds_a_partial_batch_while_the_thread_is_idle() -> None:
+    """The optional cap still works: with the batcher's clock stopped, a partial batch waits until it is full."""
+    run = Recorder()
+
+    async def main() -> list[list[int | BaseException]]:
+        batcher = DynamicBatcher(run, max_batch=3, max_wait_s=0.005, queue_size=8, clock=lambda: 0.0)
+        batcher.start()
+        try:
+            first = asyncio.create_task(submit(batcher, [1]))
+            # Several timeouts of the cap pass (in loop time) without the frozen deadline expiring.
+            await asyncio.sleep(0.05)
+            assert run.batches == []
+            return await asyncio.wait_for(asyncio.gather(first, submit(batcher, [2, 3])), timeout=30)
+        finally:
+            await batcher.close()
+
+    assert asyncio.run(main()) == [[2], [4, 6]]
+    assert run.batches == [[1, 2, 3]]
+
+
+def test_without_a_wait_everything_queued_behind_a_batch_goes_in_the_next_one() -> None:
+    """Batches form under concurrency without any wait: the next batch takes all that queued, up to max_batch."""
+    started, release = threading.Event(), threading.Event()
+    run = Recorder()
+
+    def slow(items: list[int]) -> list[int]:
+        out = run(items)
+        started.set()
+        if items == [0]:
+            release.wait(30)
+        return out
+
+    observed = Observed()
+
+    async def main() -> None:
+        batcher = DynamicBatcher(slow, max_batch=4, max_wait_s=0.0, queue_size=16, observer=observed)
+        batcher.start()
+        try:
+            first = asyncio.create_task(submit(batcher, [0]))
+            await asyncio.to_thread(started.wait, 30)
+            rest = [asyncio.create_task(submit(batcher, [i])) for i in range(1, 7)]
+            while len(batcher._entries) < 6:  # all six submitted behind the running batch
+                await asyncio.sleep(0.001)
+            release.set()
+            await asyncio.gather(first, *rest)
+        finally:
+            await batcher.close()
+
+    asyncio.run(main())
+    assert run.batches == [[0], [1, 2, 3, 4], [5, 6]]
+    # The mean batch size the encoder exports (histogram sum / count): 7 items in 3 batches.
+    assert sum(observed.sizes) / len(observed.sizes) == pytest.approx(7 / 3)
+
+
+def test_a_batch_does_not_wait_for_an_item_still_being_prepared() -> None:
+    """An admitted item whose preparation is slow (a large decode) never holds the others back."""
+    run = Recorder()
+
+    async def main() -> list[int | BaseException]:
+        batcher = DynamicBatcher(run, max_batch=8, max_wait_s=0.0, queue_size=8, clock=lambda: 0.0)
+        batcher.start()
+        try:
+            slow = batcher.admit(1)  # admitted, never submitted while the other item is answered
+            with batcher.admit(1) as fast:
+                out = await asyncio.wait_for(fast.submit([1]), timeout=30)
+            slow.release()
+            return out
+        finally:
+            await batcher.close()
+
+    assert asyncio.run(main()) == [2]
+    assert run.batches == [[1]]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from crossmodal.bundle import ModelBundle
+from crossmodal.bundle import ModelBundle, decode_image, preprocess_image
 from crossmodal.v1 import encoder_pb2, types_pb2
 from tests.encoder.helpers import (
     MAX_IMAGE_BYTES,
@@ -149,3 +149,23 @@ def test_model_info_and_preprocessing_metrics(image_server: ServiceProcess, refe
     metrics = image_server.metrics()
     assert metric_value(metrics, "crossmodal_encoder_preprocess_seconds_count", tower="image") > 0
     assert metric_value(metrics, "crossmodal_encoder_items_total", tower="image", status="OK") > 0
+
+
+def test_a_large_jpeg_is_decoded_at_a_reduced_scale(image_server: ServiceProcess, reference: ModelBundle) -> None:
+    """A photo much larger than the input is decoded scaled (JPEG DCT scaling), close to a full decode."""
+    cfg = reference.image_config
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = image_bytes(picture(1200, 800, seed=3), "JPEG", exif=exif.tobytes(), quality=90)
+    assert len(data) <= MAX_IMAGE_BYTES and MAX_IMAGE_PIXELS >= 1200 * 800
+    scaled_img = decode_image(data, max_bytes=MAX_IMAGE_BYTES, max_pixels=MAX_IMAGE_PIXELS, scale_for=cfg)
+    full_img = decode_image(data, max_bytes=MAX_IMAGE_BYTES, max_pixels=MAX_IMAGE_PIXELS)
+    assert scaled_img.size != full_img.size and scaled_img.height > scaled_img.width
+    scaled = reference.encode_pixels(preprocess_image(scaled_img, cfg)[None])
+    full = reference.encode_pixels(preprocess_image(full_img, cfg)[None])
+    # The two paths differ measurably, so matching one of them says which path the server took.
+    assert np.abs(scaled - full).max() > 1e-4
+    (result,) = encode(image_server, data).results
+    assert result.status.code == 0, result.status.message
+    np.testing.assert_allclose(np.array([result.vector]), scaled, atol=2e-5)
+    assert float(np.dot(result.vector, full[0])) >= 0.995

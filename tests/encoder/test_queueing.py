@@ -84,3 +84,25 @@ def test_a_full_queue_answers_resource_exhausted_and_recovers(patient_server: Se
     response = client.Encode(texts(*[f"after {i}" for i in range(QUEUE_SIZE)]), timeout=60)
     assert all(r.status.code == 0 for r in response.results)
     assert health_status(patient_server) == SERVING
+
+
+@pytest.fixture(scope="module")
+def eager_server(start_encoder: Callable[..., ServiceProcess], bundle_dir: Path) -> ServiceProcess:
+    """A text server with the production batching default (no CROSSMODAL_ENCODER_MAX_WAIT_MS set)."""
+    env = base_env(bundle_dir, max_batch="8", queue_size=str(QUEUE_SIZE))
+    del env["CROSSMODAL_ENCODER_MAX_WAIT_MS"]
+    return start_encoder("services.encoder_text", env)
+
+
+def test_the_batch_size_histogram_gives_the_mean_batch_size(eager_server: ServiceProcess) -> None:
+    """sum / count of crossmodal_encoder_batch_size is the mean batch size (the benchmark and dashboard use it)."""
+    count_before, sum_before = batches(eager_server)
+    client = stub(eager_server)
+    # One request of eight items is one batch of eight; three requests one after the other are
+    # three batches of one, answered without waiting for company that never comes.
+    assert all(r.status.code == 0 for r in client.Encode(texts(*[f"item {i}" for i in range(8)]), timeout=30).results)
+    for i in range(3):
+        assert client.Encode(texts(f"alone {i}"), timeout=30).results[0].status.code == 0
+    count_after, sum_after = batches(eager_server)
+    assert (count_after - count_before, sum_after - sum_before) == (4, 11)
+    assert (sum_after - sum_before) / (count_after - count_before) == pytest.approx(11 / 4)
