@@ -44,6 +44,7 @@ class EncoderPool:
     ) -> None:
         self.modality = modality
         self.addresses = list(addresses)
+        self.max_message_bytes = max_message_bytes
         # round_robin spreads calls over every address a DNS name resolves to (a headless Service's pods),
         # so encoder replicas added by an autoscaler get traffic; pick_first would pin one pod.
         options: list[tuple[str, int | str]] = [("grpc.lb_policy_name", "round_robin"), *RECONNECT_OPTIONS]
@@ -225,6 +226,25 @@ class ShardClient:
             await replica.channel.close()
 
 
+# Room left in a message for the request's own framing when items are split by size.
+_MESSAGE_HEADROOM = 64 * 1024
+
+
+def _by_size(items: list[encoder_pb2.EncodeItem], limit: int) -> list[list[encoder_pb2.EncodeItem]]:
+    """`items` in order, cut into runs whose encoded size stays within `limit` (one item per run at least)."""
+    chunks: list[list[encoder_pb2.EncodeItem]] = [[]]
+    size = 0
+    for item in items:
+        # The field tag and length prefix of a repeated message field: at most 6 bytes up to 2 GiB.
+        item_size = item.ByteSize() + 6
+        if chunks[-1] and size + item_size > limit:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(item)
+        size += item_size
+    return chunks
+
+
 @dataclass
 class Encoded:
     """One item's encoding: its vector, or why it has none."""
@@ -245,7 +265,20 @@ class Backends:
     dim: int
 
     async def encode(self, pool: EncoderPool, items: list[encoder_pb2.EncodeItem], timeout: float) -> list[Encoded]:
-        """Encode `items` with one pool; per item, its vector or the error to report for it."""
+        """Encode `items` with one pool; per item, its vector or the error to report for it.
+
+        Items that would not fit in one message (32 camera photos of 4 MB are 128 MB, twice the default
+        CROSSMODAL_MAX_MESSAGE_BYTES) go in several calls at once, split by size; the order is kept.
+        """
+        chunks = _by_size(items, pool.max_message_bytes - _MESSAGE_HEADROOM)
+        if len(chunks) == 1:
+            return await self._encode_call(pool, items, timeout)
+        parts = await asyncio.gather(*(self._encode_call(pool, chunk, timeout) for chunk in chunks))
+        return [encoded for part in parts for encoded in part]
+
+    async def _encode_call(
+        self, pool: EncoderPool, items: list[encoder_pb2.EncodeItem], timeout: float
+    ) -> list[Encoded]:
         started = time.perf_counter()
         try:
             response = await pool.encode(items, timeout)
