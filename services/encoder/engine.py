@@ -53,6 +53,10 @@ class Tower(Protocol):
     # Contents handed to one worker-pool task: the tokenizer batches texts, images decode one each.
     preprocess_chunk: int
 
+    def cheap(self, contents: Sequence[Any]) -> bool:
+        """Whether preparing `contents` costs less than a hop to the worker pool (then it runs on the loop)."""
+        ...
+
     def check(self, content: Any) -> None:
         """Cheap checks on the event loop; raise `LimitError` for an input over a contract limit."""
         ...
@@ -187,7 +191,11 @@ class EncoderEngine:
         loop = asyncio.get_running_loop()
         step = max(1, tower.preprocess_chunk)
         chunks = [[contents[i] for i in valid[s : s + step]] for s in range(0, len(valid), step)]
-        done = await asyncio.gather(*(loop.run_in_executor(self._pool, self._prepare_timed, c) for c in chunks))
+        if len(chunks) == 1 and tower.cheap(chunks[0]):
+            # A search's query text: tokenizing it takes less CPU than handing it to a pool thread and back.
+            done = [self._prepare_timed(chunks[0])]
+        else:
+            done = await asyncio.gather(*(loop.run_in_executor(self._pool, self._prepare_timed, c) for c in chunks))
         ready: list[tuple[int, Prepared]] = []
         for i, prepared in zip(valid, (p for chunk in done for p in chunk), strict=True):
             if isinstance(prepared, Prepared):

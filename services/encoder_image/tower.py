@@ -46,6 +46,10 @@ class ImageTower:
         """Refuse empty images and images over CROSSMODAL_MAX_IMAGE_BYTES (`LimitError`) before the pool."""
         self._limits.check_image(content)
 
+    def cheap(self, contents: Sequence[bytes]) -> bool:
+        """Never: decoding an image can take tens of milliseconds."""
+        return False
+
     def prepare(self, contents: Sequence[bytes]) -> list[Prepared | InvalidItemError]:
         """Decode each image within the limits and preprocess it as the model was trained."""
         out: list[Prepared | InvalidItemError] = []

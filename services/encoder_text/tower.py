@@ -13,6 +13,8 @@ from services.encoder.errors import InvalidItemError
 
 # Texts one tokenizer call handles: the tokenizer batches in Rust, and one request rarely has more.
 TOKENIZE_CHUNK = 64
+# Up to this many characters in a request are tokenized on the event loop (~80 us; a pool hop costs more).
+INLINE_CHARS = 256
 WARMUP_TEXTS = ["a photo of a red circle", "Une photo d'un chien — très jolie 😀 " * 20]
 
 
@@ -28,6 +30,10 @@ class TextTower:
     def check(self, content: str) -> None:
         """Refuse blank texts and texts over CROSSMODAL_MAX_TEXT_CHARS (`LimitError`)."""
         self._limits.check_text(content)
+
+    def cheap(self, contents: Sequence[str]) -> bool:
+        """Short requests (a search's query) are tokenized on the event loop."""
+        return sum(len(text) for text in contents) <= INLINE_CHARS
 
     def prepare(self, contents: Sequence[str]) -> list[Prepared | InvalidItemError]:
         """Tokenize texts to fixed-length id rows, flagging those cut to the model's context."""

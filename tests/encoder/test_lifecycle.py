@@ -194,6 +194,10 @@ class GatedTower:
         """The real tower's checks."""
         self._inner.check(content)
 
+    def cheap(self, contents: Sequence[Any]) -> bool:
+        """Never: a gated preparation must wait in the pool, not on the event loop."""
+        return False
+
     def prepare(self, contents: Sequence[Any]) -> list[Prepared | InvalidItemError]:
         """The real preprocessing, after the gate when gated."""
         self._wait("prepare")
@@ -271,3 +275,33 @@ async def outcome(call: asyncio.Future[encoder_pb2.EncodeResponse]) -> tuple[int
         return exc.code().value[0], exc.details() or ""
     (result,) = response.results
     return result.status.code, result.status.message
+
+
+class ThreadRecordingTower(TextTower):
+    """The real text tower, noting the thread each preparation ran on."""
+
+    threads: list[str] = []
+
+    def prepare(self, contents: Sequence[Any]) -> list[Prepared | InvalidItemError]:
+        """The real tokenization, recording where it ran."""
+        self.threads.append(threading.current_thread().name)
+        return super().prepare(contents)
+
+
+def test_a_short_query_is_tokenized_on_the_event_loop_and_long_texts_in_the_pool(bundle_dir: Path) -> None:
+    config = text_config(bundle_dir)
+    service = EncoderService(config, "text", types_pb2.MODALITY_TEXT, ThreadRecordingTower)
+
+    async def main() -> tuple[str, list[str]]:
+        await service.start()
+        try:
+            ThreadRecordingTower.threads.clear()
+            await service.engine.encode(["a red circle"])
+            await service.engine.encode(["a long caption " * 20])
+            return threading.current_thread().name, list(ThreadRecordingTower.threads)
+        finally:
+            await service.stop()
+
+    loop_thread, threads = asyncio.run(main())
+    assert threads[0] == loop_thread  # ~20 us of tokenizing costs less than a hop to the pool and back
+    assert threads[1] != loop_thread  # 300 characters go to the pool
