@@ -45,6 +45,9 @@ class EncoderPool:
         self.modality = modality
         self.addresses = list(addresses)
         self.max_message_bytes = max_message_bytes
+        # Most items its encoders take in one Encode call (ENCODER_MAX_REQUEST_ITEMS, from GetModelInfo at
+        # start; 0 while unknown).
+        self.max_request_items = 0
         # round_robin spreads calls over every address a DNS name resolves to (a headless Service's pods),
         # so encoder replicas added by an autoscaler get traffic; pick_first would pin one pod.
         options: list[tuple[str, int | str]] = [("grpc.lb_policy_name", "round_robin"), *RECONNECT_OPTIONS]
@@ -230,14 +233,15 @@ class ShardClient:
 _MESSAGE_HEADROOM = 64 * 1024
 
 
-def _by_size(items: list[encoder_pb2.EncodeItem], limit: int) -> list[list[encoder_pb2.EncodeItem]]:
-    """`items` in order, cut into runs whose encoded size stays within `limit` (one item per run at least)."""
+def _split(items: list[encoder_pb2.EncodeItem], max_bytes: int, max_items: int) -> list[list[encoder_pb2.EncodeItem]]:
+    """`items` in order, cut into runs of at most `max_items` (0: any number) within `max_bytes` encoded."""
     chunks: list[list[encoder_pb2.EncodeItem]] = [[]]
     size = 0
     for item in items:
         # The field tag and length prefix of a repeated message field: at most 6 bytes up to 2 GiB.
         item_size = item.ByteSize() + 6
-        if chunks[-1] and size + item_size > limit:
+        full = max_items > 0 and len(chunks[-1]) >= max_items
+        if chunks[-1] and (size + item_size > max_bytes or full):
             chunks.append([])
             size = 0
         chunks[-1].append(item)
@@ -267,10 +271,11 @@ class Backends:
     async def encode(self, pool: EncoderPool, items: list[encoder_pb2.EncodeItem], timeout: float) -> list[Encoded]:
         """Encode `items` with one pool; per item, its vector or the error to report for it.
 
-        Items that would not fit in one message (32 camera photos of 4 MB are 128 MB, twice the default
-        CROSSMODAL_MAX_MESSAGE_BYTES) go in several calls at once, split by size; the order is kept.
+        Items that would not fit in one call go in several calls at once, the order kept: more than the
+        encoders take per call (ENCODER_MAX_REQUEST_ITEMS), or more bytes than one message holds (32
+        camera photos of 4 MB are 128 MB, twice the default CROSSMODAL_MAX_MESSAGE_BYTES).
         """
-        chunks = _by_size(items, pool.max_message_bytes - _MESSAGE_HEADROOM)
+        chunks = _split(items, pool.max_message_bytes - _MESSAGE_HEADROOM, pool.max_request_items)
         if len(chunks) == 1:
             return await self._encode_call(pool, items, timeout)
         parts = await asyncio.gather(*(self._encode_call(pool, chunk, timeout) for chunk in chunks))

@@ -190,11 +190,10 @@ class Searcher:
         in_flight = self.config.coalesce_in_flight
         if which == "text" and in_flight:
             if self._text_lane is None:
+                # No more texts in one call than the encoders take (ENCODER_MAX_REQUEST_ITEMS, 64 by default).
+                most = backends.text.max_request_items or self.config.limits.max_batch
                 self._text_lane = Coalescer(
-                    "text_encoder",
-                    self._send_texts,
-                    in_flight * len(backends.text.addresses),
-                    self.config.limits.max_batch,
+                    "text_encoder", self._send_texts, in_flight * len(backends.text.addresses), most
                 )
             try:
                 result = await self._text_lane.submit(encoder_pb2.EncodeItem(text=request.text), timeout)

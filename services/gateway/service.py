@@ -68,6 +68,7 @@ class GatewayService:
                 f"serves {image.model_id} (dim {image.dim}); both must serve the same bundle"
             )
         self.backends.model_id, self.backends.dim = text.model_id, text.dim
+        text_pool.max_request_items, image_pool.max_request_items = text.max_request_items, image.max_request_items
         self.servicer.attach(self.backends, await self._writer())
         log.info("model", model_id=text.model_id, dim=text.dim, shards=len(shards), log=self.config.log.enabled)
 

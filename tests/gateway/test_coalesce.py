@@ -1,16 +1,20 @@
 """The gateway's coalescing of concurrent searches: a unit test of the Coalescer with a controlled backend,
-and the real path through gRPC: an index process answering SearchShardBatch, and one that predates it."""
+and the real path through gRPC: an index process answering SearchShardBatch, one that predates it, and a
+cluster whose encoders take few texts per call."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
 
+from crossmodal.client import Client, Item
+from crossmodal.cluster import ClusterSpec, LocalCluster
 from crossmodal.v1 import index_pb2, index_pb2_grpc, types_pb2
 from services.common.config import load_config
 from services.gateway.backends import Backends, EncoderPool, ShardClient
@@ -18,7 +22,8 @@ from services.gateway.coalesce import Coalescer
 from services.gateway.config import GatewayConfig
 from services.gateway.errors import GatewayError
 from services.gateway.search import Searcher
-from tests.support import ServiceProcess
+from tests.encoder.conftest import bundle_dir  # noqa: F401 - the shared bundle fixture
+from tests.support import ServiceProcess, metric_value, metrics_text
 
 
 class Backend:
@@ -177,3 +182,27 @@ def test_a_shard_without_search_batches_is_searched_one_query_per_call() -> None
             await server.stop(0)
 
     asyncio.run(scenario())
+
+
+def test_coalesced_text_queries_never_exceed_what_the_encoder_takes_in_one_call(
+    tmp_path: Path,
+    bundle_dir: Path,  # noqa: F811
+) -> None:
+    # Encoders that take two texts per call: the gateway learns it from GetModelInfo at start.
+    spec = ClusterSpec.on_free_ports(
+        tmp_path / "c", shards=1, replicas=1, bundle=bundle_dir, env={"CROSSMODAL_ENCODER_MAX_REQUEST_ITEMS": "2"}
+    )
+    with LocalCluster(spec) as cluster, Client(cluster.address) as client:
+        acks = list(client.ingest(Item(f"c{n}", text=f"a caption number {n}") for n in range(8)))
+        assert all(a.ok for a in acks)
+        with ThreadPoolExecutor(24) as pool:
+            found = list(pool.map(lambda n: client.search(f"a caption number {n % 8}", k=3), range(240)))
+        assert all(len(r.hits) == 3 and not r.partial_shards for r in found)
+        metrics = metrics_text(cluster.by_name("gateway").metrics_port)
+        count = metric_value(metrics, "crossmodal_gateway_coalesced_batch_size_count", backend="text_encoder")
+        total = metric_value(metrics, "crossmodal_gateway_coalesced_batch_size_sum", backend="text_encoder")
+        within_two = metric_value(
+            metrics, "crossmodal_gateway_coalesced_batch_size_bucket", backend="text_encoder", le="2.0"
+        )
+        assert total > count  # searches did share calls
+        assert within_two == count  # and none carried more than two texts
