@@ -200,20 +200,17 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                 emit = log.info
             else:
                 emit = log.debug if self._log_debug else None
-            if emit is None:
-                REQUEST_ID.reset(token)
-                structlog.contextvars.unbind_contextvars("request_id")
-                return
-            fields: dict[str, Any] = {
-                "grpc_service": service,
-                "method": method,
-                "code": code,
-                "duration_ms": round(elapsed * 1000, 3),
-                "peer": context.peer(),
-            }
-            if error is not None and not isinstance(error, grpc.aio.AbortError | asyncio.CancelledError):
-                fields["error"] = repr(error)
-            emit("rpc", **fields)
+            if emit is not None:
+                fields: dict[str, Any] = {
+                    "grpc_service": service,
+                    "method": method,
+                    "code": code,
+                    "duration_ms": round(elapsed * 1000, 3),
+                    "peer": context.peer(),
+                }
+                if error is not None and not isinstance(error, grpc.aio.AbortError | asyncio.CancelledError):
+                    fields["error"] = repr(error)
+                emit("rpc", **fields)
             REQUEST_ID.reset(token)
             structlog.contextvars.unbind_contextvars("request_id")
 

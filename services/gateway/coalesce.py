@@ -55,6 +55,7 @@ class Coalescer(Generic[Q, A]):
         self._max_batch = max(1, max_batch)
         self._queue: deque[_Waiting[Q, A]] = deque()
         self._open = 0
+        # The calls in flight: the event loop keeps only weak references to tasks.
         self._tasks: set[asyncio.Task[None]] = set()
         self._sizes = BATCH_SIZE.labels(name)
 
@@ -111,9 +112,3 @@ class Coalescer(Generic[Q, A]):
         finally:
             self._open -= 1
             self._pump()
-
-    async def close(self) -> None:
-        """Cancel the calls in flight (their callers get CancelledError)."""
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)

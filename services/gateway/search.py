@@ -138,9 +138,7 @@ class Searcher:
     ) -> list[index_pb2.SearchShardResponse | BaseException]:
         """Send the searches queued for one shard: one SearchShard when alone, else one SearchShardBatch."""
         if len(searches) == 1 or shard.batch_unsupported:
-            return await asyncio.gather(
-                *(self._search_one(shard, s, timeout) for s in searches), return_exceptions=True
-            )
+            return await self._search_each(shard, searches, timeout)
         request = index_pb2.SearchShardBatchRequest(searches=searches)
         try:
             reply = await shard.read(lambda stub, t: stub.SearchShardBatch(request, timeout=t), timeout, self._hedge)
@@ -150,9 +148,7 @@ class Searcher:
             # A shard of an older release (a rolling upgrade): one call per search from now on.
             log.warning("shard has no SearchShardBatch; searching it one query per call", shard=shard.number)
             shard.batch_unsupported = True
-            return await asyncio.gather(
-                *(self._search_one(shard, s, timeout) for s in searches), return_exceptions=True
-            )
+            return await self._search_each(shard, searches, timeout)
         out: list[index_pb2.SearchShardResponse | BaseException] = []
         retry: list[int] = []
         for position, result in enumerate(reply.results):
@@ -165,12 +161,16 @@ class Searcher:
                 retry.append(position)
             out.append(GatewayError(code, result.status.message))
         if retry:
-            again = await asyncio.gather(
-                *(self._search_one(shard, searches[p], timeout) for p in retry), return_exceptions=True
-            )
+            again = await self._search_each(shard, [searches[p] for p in retry], timeout)
             for position, answer in zip(retry, again, strict=True):
                 out[position] = answer
         return out
+
+    async def _search_each(
+        self, shard: ShardClient, searches: list[index_pb2.SearchShardRequest], timeout: float
+    ) -> list[index_pb2.SearchShardResponse | BaseException]:
+        """Each search in its own hedged, failing-over SearchShard call; its answer or error, in order."""
+        return await asyncio.gather(*(self._search_one(shard, s, timeout) for s in searches), return_exceptions=True)
 
     async def _send_texts(self, items: list[encoder_pb2.EncodeItem], timeout: float) -> list[Encoded]:
         """Encode the text queries queued for the text encoders in one call."""
