@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
 from collections.abc import Iterator
@@ -13,8 +12,8 @@ import grpc
 import pytest
 
 from crossmodal.client import Client, Item
-from tests.cli.upcli import FREE_PORTS, running_service, service_pids, start_up
-from tests.support import ROOT, wait_for
+from tests.cli.upcli import FREE_PORTS, running_service, service_pids, start_up, wait_reported
+from tests.support import ROOT
 
 
 @pytest.fixture()
@@ -39,13 +38,7 @@ def test_up_from_another_directory_keeps_relative_paths_there(elsewhere: Path, b
         env={"CROSSMODAL_GATEWAY_API_KEYS_FILE": "keys.txt"},
     )
     try:
-        found = wait_for(
-            lambda: re.search(r"gateway at ([0-9.]+:[0-9]+)", output.read_text()) or up.poll() is not None,
-            180,
-            "crossmodal up to report the gateway",
-        )
-        assert up.poll() is None, output.read_text()
-        address = found.group(1)
+        address = wait_reported(up, output, r"gateway at ([0-9.]+:[0-9]+)", "crossmodal up to report the gateway")
         data = (elsewhere / "run" / "data").resolve()
         assert f"logs in {data / 'logs'}" in output.read_text()
         logs = {p.name for p in (data / "logs").iterdir()}

@@ -17,7 +17,15 @@ import nats.js.errors
 import pytest
 
 from crossmodal.cluster import ClusterSpec
-from tests.cli.upcli import FREE_PORTS, environment, nats_servers, running_service, service_pids, start_up
+from tests.cli.upcli import (
+    FREE_PORTS,
+    environment,
+    nats_servers,
+    running_service,
+    service_pids,
+    start_up,
+    wait_reported,
+)
 from tests.support import wait_for
 
 PROBE_STREAM = "UPPROBE"
@@ -32,18 +40,14 @@ def _run_up(cwd: Path, data: Path, bundle: Path, *args: str) -> tuple[subprocess
         *args,
     )
     try:
-        found = wait_for(
-            lambda: re.search(r"write log \(NATS JetStream\): (\S+),", output.read_text()) or up.poll() is not None,
-            180,
-            "crossmodal up to report the cluster and its log",
-            interval=0.1,
+        url = wait_reported(
+            up, output, r"write log \(NATS JetStream\): (\S+),", "crossmodal up to report the cluster and its log"
         )
-        assert up.poll() is None, output.read_text()
     except BaseException:
         up.send_signal(signal.SIGINT)
         up.wait(90)
         raise
-    return up, output, str(found.group(1))
+    return up, output, url
 
 
 def _stop(up: subprocess.Popen[str], output: Path, sig: int = signal.SIGINT) -> None:

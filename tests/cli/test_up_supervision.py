@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 from pathlib import Path
@@ -12,7 +11,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from crossmodal.client import Client, Item
-from tests.cli.upcli import FREE_PORTS, ready_info, running_service, start_up
+from tests.cli.upcli import FREE_PORTS, ready_info, running_service, start_up, wait_reported
 from tests.support import wait_for
 
 
@@ -24,14 +23,7 @@ def _serving(address: str) -> bool:
 
 def _wait_up(up: subprocess.Popen[str], output: Path) -> str:
     """Wait for `up` to report the cluster; the gateway's address."""
-    found = wait_for(
-        lambda: re.search(r"gateway at ([0-9.]+:[0-9]+)", output.read_text()) or up.poll() is not None,
-        180,
-        "crossmodal up to report the gateway",
-        interval=0.1,
-    )
-    assert up.poll() is None, output.read_text()
-    return str(found.group(1))
+    return wait_reported(up, output, r"gateway at ([0-9.]+:[0-9]+)", "crossmodal up to report the gateway")
 
 
 def _restarted(logs: Path, name: str, old_pid: int) -> dict[str, int] | None:

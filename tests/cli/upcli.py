@@ -5,9 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.support import wait_for
 
 CONSOLE_SCRIPT = Path(sys.executable).with_name("crossmodal")
 FREE_PORTS = ["--encoder-ports", "0", "0", "--index-base-port", "0", "--metrics-base-port", "0"]
@@ -27,6 +30,13 @@ def start_up(cwd: Path, *args: str, env: dict[str, str] | None = None) -> tuple[
             text=True,
         )
     return proc, output
+
+
+def wait_reported(up: subprocess.Popen[str], output: Path, pattern: str, what: str) -> str:
+    """Wait until `up` prints a line matching `pattern` (failing if it exits first); the pattern's group 1."""
+    found = wait_for(lambda: re.search(pattern, output.read_text()) or up.poll() is not None, 180, what, interval=0.1)
+    assert up.poll() is None, output.read_text()
+    return str(found.group(1))
 
 
 def ready_info(logs: Path) -> dict[str, dict[str, int]]:
