@@ -15,6 +15,8 @@ from typing import Any
 
 import grpc
 
+from crossmodal.v1 import index_pb2, index_pb2_grpc
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -157,3 +159,27 @@ def metric_value(text: str, name: str, **labels: str) -> float:
         if all(f'{k}="{v}"' in head for k, v in labels.items()):
             return float(value)
     return 0.0
+
+
+def replica_items(address: str, shard: int, max_k: int = 1000) -> list[Any]:
+    """Every item (IndexItem, vector included) one index process holds for `shard`, read from it directly.
+
+    The ids come from an exhaustive search with K = `max_k` (the cluster's CROSSMODAL_MAX_K: keep the
+    shard below it), the items from GetVectors; an empty shard (no dimension yet) holds none.
+    """
+    with grpc.insecure_channel(address) as channel:
+        stub = index_pb2_grpc.IndexServiceStub(channel)
+        stats = stub.GetShardStats(index_pb2.GetShardStatsRequest(), timeout=30)
+        dim = next(s.dim for s in stats.shards if s.shard == shard)
+        if not dim:
+            return []
+        request = index_pb2.SearchShardRequest(shard=shard, vector=[1.0] * dim, k=max_k, exact=True)
+        ids = [h.id for h in stub.SearchShard(request, timeout=120).hits]
+        items = []
+        for start in range(0, len(ids), 1000):
+            reply = stub.GetVectors(
+                index_pb2.GetVectorsRequest(shard=shard, ids=ids[start : start + 1000], include_vectors=True),
+                timeout=60,
+            )
+            items.extend(reply.items)
+        return items

@@ -21,11 +21,10 @@ import pytest
 
 from crossmodal.client import Ack, Client, IngestJournal, Item, Position
 from crossmodal.cluster import ClusterSpec, LocalCluster
-from crossmodal.v1 import index_pb2, index_pb2_grpc
 from services.common import writelog
 from tests.faults.helpers import assert_stored_once, stored, text_items, wait_whole
 from tests.reliability import record
-from tests.support import wait_for
+from tests.support import replica_items, wait_for
 
 # The most a test reads back from one replica with one exact search (the limit of CROSSMODAL_MAX_K).
 MAX_K = 100_000
@@ -40,25 +39,10 @@ def log_spec(data_dir: Path, bundle: Path, *, shards: int = 2, replicas: int = 2
 
 def replica_content(cluster: LocalCluster, name: str, shard: int) -> dict[str, tuple[bytes, dict[str, str], list[str]]]:
     """Everything one replica holds for `shard`, read from it directly: id -> (vector bytes, metadata, tags)."""
-    with grpc.insecure_channel(cluster.by_name(name).address) as channel:
-        stub = index_pb2_grpc.IndexServiceStub(channel)
-        stats = stub.GetShardStats(index_pb2.GetShardStatsRequest(), timeout=30)
-        dim = next(s.dim for s in stats.shards if s.shard == shard)
-        if not dim:
-            return {}
-        hits = stub.SearchShard(
-            index_pb2.SearchShardRequest(shard=shard, vector=[1.0] * dim, k=MAX_K, exact=True), timeout=120
-        ).hits
-        ids = [h.id for h in hits]
-        out = {}
-        for start in range(0, len(ids), 1000):
-            reply = stub.GetVectors(
-                index_pb2.GetVectorsRequest(shard=shard, ids=ids[start : start + 1000], include_vectors=True),
-                timeout=60,
-            )
-            for item in reply.items:
-                out[item.id] = (np.asarray(item.vector, np.float32).tobytes(), dict(item.metadata), list(item.tags))
-        return out
+    return {
+        item.id: (np.asarray(item.vector, np.float32).tobytes(), dict(item.metadata), list(item.tags))
+        for item in replica_items(cluster.by_name(name).address, shard, MAX_K)
+    }
 
 
 def wait_identical(cluster: LocalCluster, shard: int, names: list[str], timeout: float) -> float:

@@ -10,26 +10,18 @@ import pytest
 
 from crossmodal.client import Client, Item, build_filter
 from crossmodal.cluster import LocalCluster
-from crossmodal.v1 import index_pb2, index_pb2_grpc, types_pb2
+from crossmodal.v1 import types_pb2
 from services.common.placement import Placement
-from tests.support import metric_value, metrics_text
+from tests.support import metric_value, metrics_text, replica_items
 
 
 def _stored_vectors(cluster: LocalCluster, shards: int = 2) -> dict[str, tuple[np.ndarray, str]]:
     """Every stored vector, read straight from the first replica of each shard."""
-    out: dict[str, tuple[np.ndarray, str]] = {}
-    for shard in range(shards):
-        with grpc.insecure_channel(cluster.by_name(f"index-{shard}-0").address) as channel:
-            stub = index_pb2_grpc.IndexServiceStub(channel)
-            stats = stub.GetShardStats(index_pb2.GetShardStatsRequest(), timeout=10)
-            dim = stats.shards[0].dim
-            hits = stub.SearchShard(
-                index_pb2.SearchShardRequest(shard=shard, vector=[1.0] * dim, k=1000, exact=True, include_vectors=True),
-                timeout=30,
-            ).hits
-            for hit in hits:
-                out[hit.id] = (np.asarray(hit.vector, dtype=np.float32), "image" if hit.modality == 1 else "text")
-    return out
+    return {
+        item.id: (np.asarray(item.vector, dtype=np.float32), "image" if item.modality == 1 else "text")
+        for shard in range(shards)
+        for item in replica_items(cluster.by_name(f"index-{shard}-0").address, shard)
+    }
 
 
 def test_every_direction_returns_the_wanted_modality(client: Client, gallery: list[dict[str, str]]) -> None:
