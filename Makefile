@@ -10,6 +10,8 @@ EXPORT_STAMP := $(VENV)/.installed-export
 PROTO_DIR := protos
 PROTOS := $(wildcard $(PROTO_DIR)/crossmodal/v1/*.proto)
 GEN_DIR := crossmodal/v1
+# google/api/annotations.proto (the protos' HTTP mappings) ships with googleapis-common-protos.
+GOOGLEAPIS_INCLUDE = $(shell $(PY) scripts/check_protos.py --include-path)
 
 .PHONY: setup setup-export protos protos-check config-table nats image test test-all demo bench reliability lint typecheck clean
 
@@ -30,7 +32,7 @@ $(EXPORT_STAMP): $(STAMP)
 setup-export: $(EXPORT_STAMP)
 
 protos: $(STAMP)
-	$(PY) -m grpc_tools.protoc -I $(PROTO_DIR) --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)
+	$(PY) -m grpc_tools.protoc -I $(PROTO_DIR) -I $(GOOGLEAPIS_INCLUDE) --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)
 	touch $(GEN_DIR)/__init__.py
 
 # Fails when the checked-in generated code differs from what `make protos` would write.

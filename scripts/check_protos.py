@@ -12,6 +12,13 @@ ROOT = Path(__file__).resolve().parent.parent
 GEN = Path("crossmodal") / "v1"
 
 
+def googleapis_include() -> Path:
+    """The folder holding google/api/*.proto (googleapis-common-protos), which gateway.proto imports."""
+    from google.api import annotations_pb2
+
+    return Path(annotations_pb2.__file__).resolve().parent.parent.parent
+
+
 def main() -> int:
     """Regenerate into a temporary folder and compare file by file; the exit status."""
     protos = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "protos").rglob("*.proto"))
@@ -23,6 +30,8 @@ def main() -> int:
                 "grpc_tools.protoc",
                 "-I",
                 "protos",
+                "-I",
+                str(googleapis_include()),
                 f"--python_out={tmp}",
                 f"--pyi_out={tmp}",
                 f"--grpc_python_out={tmp}",
@@ -54,4 +63,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--include-path"]:  # for the Makefile's `protos` target
+        print(googleapis_include())
+        sys.exit(0)
     sys.exit(main())

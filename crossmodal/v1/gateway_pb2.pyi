@@ -1,4 +1,5 @@
 from crossmodal.v1 import types_pb2 as _types_pb2
+from google.api import annotations_pb2 as _annotations_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -14,7 +15,7 @@ class QueryVector(_message.Message):
     def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("text", "image", "vector", "like_id", "k", "target", "filter", "require_complete", "exact", "after")
+    __slots__ = ("text", "image", "vector", "like_id", "k", "target", "filter", "require_complete", "exact", "after", "include_video_frames")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
@@ -25,6 +26,7 @@ class SearchRequest(_message.Message):
     REQUIRE_COMPLETE_FIELD_NUMBER: _ClassVar[int]
     EXACT_FIELD_NUMBER: _ClassVar[int]
     AFTER_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_VIDEO_FRAMES_FIELD_NUMBER: _ClassVar[int]
     text: str
     image: bytes
     vector: QueryVector
@@ -35,10 +37,11 @@ class SearchRequest(_message.Message):
     require_complete: bool
     exact: bool
     after: _containers.RepeatedCompositeFieldContainer[_types_pb2.LogPosition]
-    def __init__(self, text: _Optional[str] = ..., image: _Optional[bytes] = ..., vector: _Optional[_Union[QueryVector, _Mapping]] = ..., like_id: _Optional[str] = ..., k: _Optional[int] = ..., target: _Optional[_Union[_types_pb2.Modality, str]] = ..., filter: _Optional[_Union[_types_pb2.Filter, _Mapping]] = ..., require_complete: _Optional[bool] = ..., exact: _Optional[bool] = ..., after: _Optional[_Iterable[_Union[_types_pb2.LogPosition, _Mapping]]] = ...) -> None: ...
+    include_video_frames: bool
+    def __init__(self, text: _Optional[str] = ..., image: _Optional[bytes] = ..., vector: _Optional[_Union[QueryVector, _Mapping]] = ..., like_id: _Optional[str] = ..., k: _Optional[int] = ..., target: _Optional[_Union[_types_pb2.Modality, str]] = ..., filter: _Optional[_Union[_types_pb2.Filter, _Mapping]] = ..., require_complete: _Optional[bool] = ..., exact: _Optional[bool] = ..., after: _Optional[_Iterable[_Union[_types_pb2.LogPosition, _Mapping]]] = ..., include_video_frames: _Optional[bool] = ...) -> None: ...
 
 class SearchResult(_message.Message):
-    __slots__ = ("id", "score", "modality", "metadata", "tags")
+    __slots__ = ("id", "score", "modality", "metadata", "tags", "start_seconds", "end_seconds", "best_seconds")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -51,12 +54,18 @@ class SearchResult(_message.Message):
     MODALITY_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
+    START_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    END_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    BEST_SECONDS_FIELD_NUMBER: _ClassVar[int]
     id: str
     score: float
     modality: _types_pb2.Modality
     metadata: _containers.ScalarMap[str, str]
     tags: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ..., modality: _Optional[_Union[_types_pb2.Modality, str]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
+    start_seconds: float
+    end_seconds: float
+    best_seconds: float
+    def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ..., modality: _Optional[_Union[_types_pb2.Modality, str]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., tags: _Optional[_Iterable[str]] = ..., start_seconds: _Optional[float] = ..., end_seconds: _Optional[float] = ..., best_seconds: _Optional[float] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
     __slots__ = ("results", "partial_shards", "model_id")
@@ -88,6 +97,59 @@ class IngestRequest(_message.Message):
     metadata: _containers.ScalarMap[str, str]
     tags: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, id: _Optional[str] = ..., image: _Optional[bytes] = ..., text: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class IngestVideoRequest(_message.Message):
+    __slots__ = ("header", "frame")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    FRAME_FIELD_NUMBER: _ClassVar[int]
+    header: VideoHeader
+    frame: VideoFrame
+    def __init__(self, header: _Optional[_Union[VideoHeader, _Mapping]] = ..., frame: _Optional[_Union[VideoFrame, _Mapping]] = ...) -> None: ...
+
+class VideoHeader(_message.Message):
+    __slots__ = ("id", "metadata", "tags", "duration_seconds", "sample_interval_seconds")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    metadata: _containers.ScalarMap[str, str]
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    duration_seconds: float
+    sample_interval_seconds: float
+    def __init__(self, id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., tags: _Optional[_Iterable[str]] = ..., duration_seconds: _Optional[float] = ..., sample_interval_seconds: _Optional[float] = ...) -> None: ...
+
+class VideoFrame(_message.Message):
+    __slots__ = ("seconds", "image", "scene_change")
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    SCENE_CHANGE_FIELD_NUMBER: _ClassVar[int]
+    seconds: float
+    image: bytes
+    scene_change: bool
+    def __init__(self, seconds: _Optional[float] = ..., image: _Optional[bytes] = ..., scene_change: _Optional[bool] = ...) -> None: ...
+
+class IngestVideoResponse(_message.Message):
+    __slots__ = ("id", "frames", "shard", "positions", "replaced_frames")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    POSITIONS_FIELD_NUMBER: _ClassVar[int]
+    REPLACED_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    frames: int
+    shard: int
+    positions: _containers.RepeatedCompositeFieldContainer[_types_pb2.LogPosition]
+    replaced_frames: int
+    def __init__(self, id: _Optional[str] = ..., frames: _Optional[int] = ..., shard: _Optional[int] = ..., positions: _Optional[_Iterable[_Union[_types_pb2.LogPosition, _Mapping]]] = ..., replaced_frames: _Optional[int] = ...) -> None: ...
 
 class IngestResponse(_message.Message):
     __slots__ = ("id", "status", "shard", "failed_replicas", "position")

@@ -45,6 +45,11 @@ class GatewayServiceStub:
                 request_serializer=crossmodal_dot_v1_dot_gateway__pb2.IngestRequest.SerializeToString,
                 response_deserializer=crossmodal_dot_v1_dot_gateway__pb2.IngestResponse.FromString,
                 _registered_method=True)
+        self.IngestVideo = channel.stream_unary(
+                '/crossmodal.v1.GatewayService/IngestVideo',
+                request_serializer=crossmodal_dot_v1_dot_gateway__pb2.IngestVideoRequest.SerializeToString,
+                response_deserializer=crossmodal_dot_v1_dot_gateway__pb2.IngestVideoResponse.FromString,
+                _registered_method=True)
         self.Delete = channel.unary_unary(
                 '/crossmodal.v1.GatewayService/Delete',
                 request_serializer=crossmodal_dot_v1_dot_gateway__pb2.DeleteRequest.SerializeToString,
@@ -75,6 +80,16 @@ class GatewayServiceServicer:
 
     def Ingest(self, request_iterator, context):
         """Stream items in; one acknowledgement per item comes back once every replica of its shard committed it.
+        Over HTTP: NDJSON in (one IngestRequest per line) and out (one IngestResponse per line).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def IngestVideo(self, request_iterator, context):
+        """Store one video: a header, then its sampled frames in time order (decoded by the client); nothing is
+        written until the stream ends and every frame is encoded, then all frames replace the video's old ones.
+        Over HTTP: NDJSON in (the header line, then one line per frame), one JSON response out.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -82,6 +97,8 @@ class GatewayServiceServicer:
 
     def Delete(self, request, context):
         """Delete items by id from every replica of their shards.
+        Over HTTP: DELETE /v1/items/{id} deletes one item (the path binds one element of `ids`), or
+        POST /v1/items:delete with the JSON body {"ids": [...]} deletes several.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -89,6 +106,8 @@ class GatewayServiceServicer:
 
     def Get(self, request, context):
         """Fetch stored items by id.
+        Over HTTP: GET /v1/items/{id} fetches one item (the path binds one element of `ids`; 404 when it is
+        not stored), or GET /v1/items?ids=a&ids=b fetches several.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -113,6 +132,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.Ingest,
                     request_deserializer=crossmodal_dot_v1_dot_gateway__pb2.IngestRequest.FromString,
                     response_serializer=crossmodal_dot_v1_dot_gateway__pb2.IngestResponse.SerializeToString,
+            ),
+            'IngestVideo': grpc.stream_unary_rpc_method_handler(
+                    servicer.IngestVideo,
+                    request_deserializer=crossmodal_dot_v1_dot_gateway__pb2.IngestVideoRequest.FromString,
+                    response_serializer=crossmodal_dot_v1_dot_gateway__pb2.IngestVideoResponse.SerializeToString,
             ),
             'Delete': grpc.unary_unary_rpc_method_handler(
                     servicer.Delete,
@@ -185,6 +209,33 @@ class GatewayService:
             '/crossmodal.v1.GatewayService/Ingest',
             crossmodal_dot_v1_dot_gateway__pb2.IngestRequest.SerializeToString,
             crossmodal_dot_v1_dot_gateway__pb2.IngestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IngestVideo(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/crossmodal.v1.GatewayService/IngestVideo',
+            crossmodal_dot_v1_dot_gateway__pb2.IngestVideoRequest.SerializeToString,
+            crossmodal_dot_v1_dot_gateway__pb2.IngestVideoResponse.FromString,
             options,
             channel_credentials,
             insecure,

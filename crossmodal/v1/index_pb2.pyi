@@ -95,7 +95,7 @@ class GetVectorsResponse(_message.Message):
     def __init__(self, items: _Optional[_Iterable[_Union[IndexItem, _Mapping]]] = ..., missing: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SearchShardRequest(_message.Message):
-    __slots__ = ("shard", "vector", "k", "modality", "filter", "exact", "model_id", "include_vectors", "after")
+    __slots__ = ("shard", "vector", "k", "modality", "filter", "exact", "model_id", "include_vectors", "after", "modalities")
     SHARD_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
@@ -105,6 +105,7 @@ class SearchShardRequest(_message.Message):
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_VECTORS_FIELD_NUMBER: _ClassVar[int]
     AFTER_FIELD_NUMBER: _ClassVar[int]
+    MODALITIES_FIELD_NUMBER: _ClassVar[int]
     shard: int
     vector: _containers.RepeatedScalarFieldContainer[float]
     k: int
@@ -114,7 +115,8 @@ class SearchShardRequest(_message.Message):
     model_id: str
     include_vectors: bool
     after: _containers.RepeatedCompositeFieldContainer[_types_pb2.LogPosition]
-    def __init__(self, shard: _Optional[int] = ..., vector: _Optional[_Iterable[float]] = ..., k: _Optional[int] = ..., modality: _Optional[_Union[_types_pb2.Modality, str]] = ..., filter: _Optional[_Union[_types_pb2.Filter, _Mapping]] = ..., exact: _Optional[bool] = ..., model_id: _Optional[str] = ..., include_vectors: _Optional[bool] = ..., after: _Optional[_Iterable[_Union[_types_pb2.LogPosition, _Mapping]]] = ...) -> None: ...
+    modalities: _containers.RepeatedScalarFieldContainer[_types_pb2.Modality]
+    def __init__(self, shard: _Optional[int] = ..., vector: _Optional[_Iterable[float]] = ..., k: _Optional[int] = ..., modality: _Optional[_Union[_types_pb2.Modality, str]] = ..., filter: _Optional[_Union[_types_pb2.Filter, _Mapping]] = ..., exact: _Optional[bool] = ..., model_id: _Optional[str] = ..., include_vectors: _Optional[bool] = ..., after: _Optional[_Iterable[_Union[_types_pb2.LogPosition, _Mapping]]] = ..., modalities: _Optional[_Iterable[_Union[_types_pb2.Modality, str]]] = ...) -> None: ...
 
 class SearchHit(_message.Message):
     __slots__ = ("id", "score", "modality", "metadata", "tags", "vector")

@@ -12,9 +12,11 @@ class Modality(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MODALITY_UNSPECIFIED: _ClassVar[Modality]
     MODALITY_IMAGE: _ClassVar[Modality]
     MODALITY_TEXT: _ClassVar[Modality]
+    MODALITY_VIDEO: _ClassVar[Modality]
 MODALITY_UNSPECIFIED: Modality
 MODALITY_IMAGE: Modality
 MODALITY_TEXT: Modality
+MODALITY_VIDEO: Modality
 
 class ItemStatus(_message.Message):
     __slots__ = ("code", "message")
