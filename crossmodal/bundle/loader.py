@@ -11,10 +11,11 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
+from crossmodal.bundle.audio import AudioConfig, LogMel, fit_clip
 from crossmodal.bundle.errors import BundleError
 from crossmodal.bundle.image import ImageConfig, preprocess_images
-from crossmodal.bundle.manifest import IMAGE_INPUT, OUTPUT, TEXT_INPUT, TOWERS, Manifest
-from crossmodal.bundle.tokenizer import ClipTokenizer
+from crossmodal.bundle.manifest import AUDIO_INPUT, IMAGE_INPUT, OUTPUT, TEXT_INPUT, TOWERS, Manifest
+from crossmodal.bundle.tokenizer import TextTokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -114,19 +115,22 @@ def _dims(shape: Sequence[object]) -> list[int | None]:
 def _check_tower(session: ort.InferenceSession, tower: str, manifest: Manifest, path: Path) -> None:
     inputs = session.get_inputs()
     outputs = session.get_outputs()
-    want_input = TEXT_INPUT if tower == "text" else IMAGE_INPUT
+    want_input = {"text": TEXT_INPUT, "image": IMAGE_INPUT, "audio": AUDIO_INPUT}[tower]
     if len(inputs) != 1 or inputs[0].name != want_input:
         raise BundleError(f"graph inputs {[i.name for i in inputs]} should be [{want_input!r}]", path=str(path))
     if not outputs or outputs[0].name != OUTPUT:
         raise BundleError(f"graph outputs {[o.name for o in outputs]} should start with {OUTPUT!r}", path=str(path))
     in_shape = _dims(inputs[0].shape)
     out_shape = _dims(outputs[0].shape)
+    want_in: list[int | None]
     if tower == "text":
-        want_in: list[int | None] = [None, manifest.context_length]
-        want_type = "tensor(int64)"
+        want_in, want_type = [None, manifest.context_length], "tensor(int64)"
+    elif tower == "image" and manifest.image is not None:
+        want_in, want_type = [None, 3, manifest.image.height, manifest.image.width], "tensor(float)"
+    elif tower == "audio" and manifest.audio is not None:
+        want_in, want_type = [None, manifest.audio.frames, manifest.audio.n_mels], "tensor(float)"
     else:
-        want_in = [None, 3, manifest.image.height, manifest.image.width]
-        want_type = "tensor(float)"
+        raise BundleError(f"the manifest describes no {tower} tower", path=str(path))
     if inputs[0].type != want_type:
         raise BundleError(f"input type {inputs[0].type} should be {want_type}", path=str(path))
     if len(in_shape) != len(want_in) or any(w is not None and d != w for d, w in zip(in_shape, want_in, strict=False)):
@@ -158,7 +162,7 @@ class ModelBundle:
         self,
         path: Path,
         manifest: Manifest,
-        tokenizer: ClipTokenizer,
+        tokenizer: TextTokenizer,
         sessions: dict[str, ort.InferenceSession],
         precision: str,
         providers: list[str],
@@ -169,6 +173,7 @@ class ModelBundle:
         self.precision = precision
         self.providers = providers
         self._sessions = sessions
+        self._log_mel = LogMel(manifest.audio) if manifest.audio is not None else None
 
     @classmethod
     def open(
@@ -179,9 +184,9 @@ class ModelBundle:
         providers: list[str] | None = None,
         intra_op_threads: int = 0,
         inter_op_threads: int = 1,
-        towers: Sequence[str] = ("text", "image"),
+        towers: Sequence[str] | None = None,
     ) -> ModelBundle:
-        """Verify the bundle at ``path`` and load the requested towers.
+        """Verify the bundle at ``path`` and load the requested towers (default: every tower it has).
 
         Raises :class:`BundleError` naming the offending file when the manifest is malformed, a
         file is missing, a checksum or size differs, or a graph's shapes disagree with the
@@ -191,16 +196,18 @@ class ModelBundle:
         bundle_dir = Path(path)
         if not bundle_dir.is_dir():
             raise BundleError("the model bundle directory does not exist", path=str(bundle_dir))
-        unknown = [t for t in towers if t not in TOWERS]
-        if unknown or not towers:
-            raise BundleError(f"towers must be a non-empty subset of {TOWERS}, got {list(towers)}")
+        if towers is not None:
+            unknown = [t for t in towers if t not in TOWERS]
+            if unknown or not towers:
+                raise BundleError(f"towers must be a non-empty subset of {TOWERS}, got {list(towers)}")
         manifest = Manifest.load(bundle_dir)
+        towers = manifest.towers if towers is None else towers
         variant = manifest.variant(precision)
         chosen = select_providers(providers)
 
         tok_path = bundle_dir / manifest.tokenizer_file
         _read_verified(bundle_dir, manifest.tokenizer_file, manifest)
-        tokenizer = ClipTokenizer.from_file(tok_path, manifest.context_length)
+        tokenizer = load_tokenizer(tok_path, manifest.context_length, manifest.tokenizer_kind, manifest.pad_token)
         if tokenizer.vocab_size != manifest.vocab_size:
             raise BundleError(
                 f"vocabulary of {tokenizer.vocab_size} tokens differs from the manifest's {manifest.vocab_size}",
@@ -248,7 +255,16 @@ class ModelBundle:
     @property
     def image_config(self) -> ImageConfig:
         """How images must be preprocessed for this model."""
+        if self.manifest.image is None:
+            raise BundleError("the bundle has no image tower", path=str(self.path))
         return self.manifest.image
+
+    @property
+    def audio_config(self) -> AudioConfig:
+        """How sounds must be turned into features for this model."""
+        if self.manifest.audio is None:
+            raise BundleError("the bundle has no audio tower", path=str(self.path))
+        return self.manifest.audio
 
     @property
     def towers(self) -> tuple[str, ...]:
@@ -288,6 +304,27 @@ class ModelBundle:
             return np.zeros((0, self.embed_dim), dtype=np.float32)
         out = session.run([OUTPUT], {IMAGE_INPUT: np.ascontiguousarray(pixels, dtype=np.float32)})[0]
         return l2_normalize(out)
+
+    def encode_audio_features(self, features: np.ndarray) -> np.ndarray:
+        """Run the audio tower on log-mel features (n, frames, n_mels); returns L2-normalised float32 (n, dim)."""
+        session = self._session("audio")
+        features = np.asarray(features)
+        want = (self.audio_config.frames, self.audio_config.n_mels)
+        if features.ndim != 3 or features.shape[1:] != want:
+            raise ValueError(f"features must have shape (n, {want[0]}, {want[1]}), got {features.shape}")
+        if features.shape[0] == 0:
+            return np.zeros((0, self.embed_dim), dtype=np.float32)
+        out = session.run([OUTPUT], {AUDIO_INPUT: np.ascontiguousarray(features, dtype=np.float32)})[0]
+        return l2_normalize(out)
+
+    def encode_clips(self, clips: Sequence[np.ndarray]) -> np.ndarray:
+        """Encode mono clips at the tower's rate (each fitted to the clip length); returns float32 (n, dim)."""
+        config = self.audio_config
+        log_mel = self._log_mel or LogMel(config)
+        features = np.zeros((len(clips), config.frames, config.n_mels), dtype=np.float32)
+        for row, clip in enumerate(clips):
+            features[row] = log_mel(fit_clip(np.asarray(clip, dtype=np.float32), config))
+        return self.encode_audio_features(features)
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Tokenize and encode texts; returns L2-normalised float32 (n, dim)."""

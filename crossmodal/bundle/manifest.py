@@ -8,16 +8,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from crossmodal.bundle.audio import AudioConfig
 from crossmodal.bundle.errors import BundleError
 from crossmodal.bundle.image import ImageConfig
+from crossmodal.bundle.tokenizer import TOKENIZER_KINDS
 
 MANIFEST_FILE = "model.json"
 FORMAT_VERSION = 1
-TOWERS = ("text", "image")
+# A bundle has the text tower and at least one of the others, all in one embedding space.
+TOWERS = ("text", "image", "audio")
 PRECISIONS = ("fp32", "fp16", "int8")
 TEXT_INPUT = "input_ids"
 IMAGE_INPUT = "pixels"
+AUDIO_INPUT = "features"
 OUTPUT = "embedding"
+IO_NAMES = {"text_input": TEXT_INPUT, "image_input": IMAGE_INPUT, "audio_input": AUDIO_INPUT, "output": OUTPUT}
 _CHUNK = 1 << 20
 
 
@@ -44,26 +49,36 @@ class FileEntry:
 
 @dataclass(frozen=True)
 class Variant:
-    """One precision of the two towers: their files and how close they come to fp32."""
+    """One precision of the bundle's towers: their files and how close they come to fp32."""
 
     precision: str
     text: str
-    image: str
+    image: str | None = None
+    audio: str | None = None
     # Per tower: {"mean": ..., "min": ...} cosine between this variant's and fp32's embeddings.
     cosine_to_fp32: dict[str, dict[str, float]] = field(default_factory=dict)
     # Cosine of the fp32 ONNX towers to the PyTorch model they came from (fp32 only).
     cosine_to_torch: dict[str, dict[str, float]] = field(default_factory=dict)
     target: str = "any"
 
+    @property
+    def files(self) -> dict[str, str]:
+        """The file of each tower this variant has."""
+        named = {"text": self.text, "image": self.image, "audio": self.audio}
+        return {tower: name for tower, name in named.items() if name is not None}
+
     def file_for(self, tower: str) -> str:
-        """Return the file name of ``tower`` ("text" or "image") in this variant."""
+        """Return the file name of ``tower`` ("text", "image" or "audio") in this variant."""
         if tower not in TOWERS:
             raise ValueError(f"tower must be one of {TOWERS}, got {tower!r}")
-        return self.text if tower == "text" else self.image
+        name = self.files.get(tower)
+        if name is None:
+            raise BundleError(f"the bundle has no {tower} tower", path=MANIFEST_FILE)
+        return name
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON form."""
-        out: dict[str, Any] = {"text": self.text, "image": self.image, "target": self.target}
+        out: dict[str, Any] = {**self.files, "target": self.target}
         if self.cosine_to_fp32:
             out["cosine_to_fp32"] = self.cosine_to_fp32
         if self.cosine_to_torch:
@@ -79,18 +94,29 @@ class Manifest:
     embed_dim: int
     context_length: int
     vocab_size: int
-    image: ImageConfig
+    image: ImageConfig | None
     files: dict[str, FileEntry]
     variants: dict[str, Variant]
     tokenizer_file: str = "tokenizer.json"
+    # "clip" (CLIP's BPE, ids identical to open_clip's) or "huggingface" (any tokenizer.json, its pad token).
+    tokenizer_kind: str = "clip"
+    pad_token: str | None = None
+    audio: AudioConfig | None = None
     logit_scale: float | None = None
     exporter: dict[str, Any] = field(default_factory=dict)
     source: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     @property
+    def towers(self) -> tuple[str, ...]:
+        """The towers the bundle has: text, then image and/or audio."""
+        return tuple(t for t, present in (("text", True), ("image", self.image), ("audio", self.audio)) if present)
+
+    @property
     def image_size(self) -> tuple[int, int]:
         """The image tower's input (height, width)."""
+        if self.image is None:
+            raise BundleError("the bundle has no image tower", path=MANIFEST_FILE)
         return self.image.size
 
     def variant(self, precision: str) -> Variant:
@@ -112,14 +138,29 @@ class Manifest:
             "context_length": self.context_length,
             "vocab_size": self.vocab_size,
             "logit_scale": self.logit_scale,
-            "image": self.image.to_dict(),
-            "tokenizer": {"file": self.tokenizer_file},
-            "io": {"text_input": TEXT_INPUT, "image_input": IMAGE_INPUT, "output": OUTPUT},
+            **({"image": self.image.to_dict()} if self.image else {}),
+            **({"audio": self.audio.to_dict()} if self.audio else {}),
+            "tokenizer": self._tokenizer_dict(),
+            "io": self._io_names(),
             "variants": {name: v.to_dict() for name, v in self.variants.items()},
             "files": {name: f.to_dict() for name, f in sorted(self.files.items())},
             "exporter": self.exporter,
             "source": self.source,
         }
+
+    def _tokenizer_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"file": self.tokenizer_file}
+        # Bundles of CLIP models keep the manifest they always had.
+        if self.tokenizer_kind != "clip":
+            out["kind"] = self.tokenizer_kind
+        if self.pad_token is not None:
+            out["pad_token"] = self.pad_token
+        return out
+
+    def _io_names(self) -> dict[str, str]:
+        inputs = {"text": "text_input", "image": "image_input", "audio": "audio_input"}
+        keep = {inputs[t] for t in self.towers} | {"output"}
+        return {key: name for key, name in IO_NAMES.items() if key in keep}
 
     def write(self, bundle_dir: Path) -> Path:
         """Write ``model.json`` into ``bundle_dir`` and return its path."""
@@ -138,9 +179,10 @@ class Manifest:
                     path=MANIFEST_FILE,
                 )
             io_names = data.get("io", {})
-            expected_io = {"text_input": TEXT_INPUT, "image_input": IMAGE_INPUT, "output": OUTPUT}
-            if io_names and io_names != expected_io:
-                raise BundleError(f"io names {io_names} differ from {expected_io}", path=MANIFEST_FILE)
+            wrong = {key: name for key, name in io_names.items() if IO_NAMES.get(key) != name}
+            if wrong:
+                raise BundleError(f"io names {wrong} differ from {IO_NAMES}", path=MANIFEST_FILE)
+            tokenizer = dict(data.get("tokenizer", {}))
             files = {
                 str(name): FileEntry(sha256=str(f["sha256"]), bytes=int(f["bytes"]))
                 for name, f in data["files"].items()
@@ -149,7 +191,8 @@ class Manifest:
                 str(name): Variant(
                     precision=str(name),
                     text=str(v["text"]),
-                    image=str(v["image"]),
+                    image=None if v.get("image") is None else str(v["image"]),
+                    audio=None if v.get("audio") is None else str(v["audio"]),
                     cosine_to_fp32=dict(v.get("cosine_to_fp32", {})),
                     cosine_to_torch=dict(v.get("cosine_to_torch", {})),
                     target=str(v.get("target", "any")),
@@ -161,10 +204,13 @@ class Manifest:
                 embed_dim=int(data["embed_dim"]),
                 context_length=int(data["context_length"]),
                 vocab_size=int(data["vocab_size"]),
-                image=ImageConfig.from_dict(data["image"]),
+                image=ImageConfig.from_dict(data["image"]) if data.get("image") is not None else None,
+                audio=AudioConfig.from_dict(data["audio"]) if data.get("audio") is not None else None,
                 files=files,
                 variants=variants,
-                tokenizer_file=str(data.get("tokenizer", {}).get("file", "tokenizer.json")),
+                tokenizer_file=str(tokenizer.get("file", "tokenizer.json")),
+                tokenizer_kind=str(tokenizer.get("kind", "clip")),
+                pad_token=None if tokenizer.get("pad_token") is None else str(tokenizer["pad_token"]),
                 logit_scale=None if data.get("logit_scale") is None else float(data["logit_scale"]),
                 exporter=dict(data.get("exporter", {})),
                 source=dict(data.get("source", {})),
@@ -191,7 +237,19 @@ class Manifest:
             )
         if "fp32" not in self.variants:
             raise BundleError("the fp32 variant is missing", path=MANIFEST_FILE)
-        referenced = [self.tokenizer_file] + [f for v in self.variants.values() for f in (v.text, v.image)]
+        if len(self.towers) < 2:
+            raise BundleError("a bundle needs an image or an audio tower beside the text tower", path=MANIFEST_FILE)
+        if self.tokenizer_kind not in TOKENIZER_KINDS:
+            raise BundleError(
+                f"tokenizer kind {self.tokenizer_kind!r} is not one of {TOKENIZER_KINDS}", path=MANIFEST_FILE
+            )
+        for variant in self.variants.values():
+            if tuple(variant.files) != self.towers:
+                raise BundleError(
+                    f"variant {variant.precision!r} has towers {list(variant.files)}, the bundle {list(self.towers)}",
+                    path=MANIFEST_FILE,
+                )
+        referenced = [self.tokenizer_file] + [f for v in self.variants.values() for f in v.files.values()]
         for name in referenced:
             if name not in self.files:
                 raise BundleError(f"{name} is used but has no checksum in 'files'", path=MANIFEST_FILE)

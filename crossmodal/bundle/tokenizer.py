@@ -1,4 +1,5 @@
-"""CLIP text tokenizer on the `tokenizers` library, token-for-token identical to open_clip's.
+"""Text tokenizers on the `tokenizers` library: CLIP's, token-for-token identical to open_clip's, and any
+Hugging Face ``tokenizer.json`` (SigLIP, multilingual CLIP, CLAP's RoBERTa) with its own special tokens.
 
 open_clip tokenizes in three stages: clean the text (ftfy, HTML unescape twice, collapse
 whitespace, lower-case), split it with one regular expression, then byte-level BPE with a
@@ -230,3 +231,70 @@ class ClipTokenizer:
     def to_json(self) -> str:
         """Return the tokenizer as ``tokenizer.json`` text."""
         return self._tok.to_str()
+
+
+TOKENIZER_KINDS = ("clip", "huggingface")
+
+
+class HfTokenizer:
+    """Turns texts into fixed-length id arrays with any Hugging Face ``tokenizer.json``; thread-safe.
+
+    The file's own normalizer, pre-tokenizer, model and post-processor (its special tokens) apply, as in
+    ``transformers``; a text too long is truncated to ``context_length`` ids with the post-processor's end
+    tokens kept, and shorter ones are padded with ``pad_token`` (from the manifest, else the file's padding
+    settings) up to ``context_length``.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, context_length: int, pad_token: str | None = None) -> None:
+        if context_length < 2:
+            raise ValueError(f"context_length must be at least 2, got {context_length}")
+        self._tok = Tokenizer.from_str(tokenizer.to_str())
+        pad = pad_token or (self._tok.padding or {}).get("pad_token")
+        pad_id = None if pad is None else self._tok.token_to_id(pad)
+        if pad_id is None:
+            raise BundleError(
+                f"the tokenizer has no padding token {pad!r}: name one in the manifest's tokenizer.pad_token"
+                if pad
+                else "the tokenizer.json declares no padding: name its pad token in the manifest (tokenizer.pad_token)"
+            )
+        self.pad_id: int = pad_id
+        self.context_length = context_length
+        self._tok.enable_truncation(max_length=context_length)
+        self._tok.enable_padding(length=context_length, pad_id=pad_id, pad_token=pad)
+        self.vocab_size: int = self._tok.get_vocab_size(with_added_tokens=True)
+
+    @classmethod
+    def from_file(cls, path: str | Path, context_length: int, pad_token: str | None = None) -> HfTokenizer:
+        """Load any Hugging Face ``tokenizer.json``."""
+        try:
+            tok = Tokenizer.from_file(str(path))
+        except Exception as exc:  # tokenizers raises a bare Exception on malformed files
+            raise BundleError(f"not a loadable tokenizer.json ({exc})", path=str(path)) from exc
+        try:
+            return cls(tok, context_length, pad_token)
+        except BundleError as exc:
+            raise BundleError(str(exc), path=str(path)) from exc
+
+    def encode_batch(self, texts: Sequence[str]) -> tuple[np.ndarray, list[bool]]:
+        """Encode texts to int64 ids of shape (n, context_length) and whether each was truncated."""
+        encodings = self._tok.encode_batch(list(texts))
+        ids = np.array([e.ids for e in encodings], dtype=np.int64).reshape(len(texts), self.context_length)
+        return ids, [bool(e.overflowing) for e in encodings]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Turn ids back into text, dropping special tokens and padding."""
+        return self._tok.decode([int(i) for i in ids], skip_special_tokens=True).strip()
+
+
+TextTokenizer = ClipTokenizer | HfTokenizer
+
+
+def load_tokenizer(
+    path: str | Path, context_length: int, kind: str = "clip", pad_token: str | None = None
+) -> TextTokenizer:
+    """The bundle's tokenizer: CLIP's BPE (``kind="clip"``) or any Hugging Face ``tokenizer.json``."""
+    if kind == "clip":
+        return ClipTokenizer.from_file(path, context_length)
+    if kind == "huggingface":
+        return HfTokenizer.from_file(path, context_length, pad_token)
+    raise BundleError(f"tokenizer kind {kind!r} is not one of {TOKENIZER_KINDS}", path=str(path))
