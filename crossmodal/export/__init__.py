@@ -1,5 +1,6 @@
-"""Model export: open_clip models to ONNX model bundles (needs the `export` extra: torch, open_clip)."""
+"""Model export to ONNX model bundles: open_clip CLIP models and transformers CLAP models (the `export` extra)."""
 
+from crossmodal.export.clap import LoadedClap, export_clap_bundle, load_clap_model
 from crossmodal.export.exporter import (
     ExportError,
     LoadedModel,
@@ -8,4 +9,13 @@ from crossmodal.export.exporter import (
     load_open_clip_model,
 )
 
-__all__ = ["ExportError", "LoadedModel", "export_bundle", "image_config_from_model", "load_open_clip_model"]
+__all__ = [
+    "ExportError",
+    "LoadedClap",
+    "LoadedModel",
+    "export_bundle",
+    "export_clap_bundle",
+    "image_config_from_model",
+    "load_clap_model",
+    "load_open_clip_model",
+]
