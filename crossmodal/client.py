@@ -9,27 +9,38 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, TYPE_CHECKING, Literal
 
 import grpc
 
 from crossmodal.transport import RECONNECT_OPTIONS, RETRYABLE, code_of
 from crossmodal.v1 import gateway_pb2, gateway_pb2_grpc, types_pb2
 
-Target = Literal["any", "image", "text"]
-_MODALITY = {"any": types_pb2.MODALITY_UNSPECIFIED, "image": types_pb2.MODALITY_IMAGE, "text": types_pb2.MODALITY_TEXT}
-_NAMES = {types_pb2.MODALITY_IMAGE: "image", types_pb2.MODALITY_TEXT: "text", types_pb2.MODALITY_UNSPECIFIED: "any"}
+if TYPE_CHECKING:
+    from crossmodal.video import VideoOptions
+
+Target = Literal["any", "image", "text", "video"]
+_MODALITY = {
+    "any": types_pb2.MODALITY_UNSPECIFIED,
+    "image": types_pb2.MODALITY_IMAGE,
+    "text": types_pb2.MODALITY_TEXT,
+    "video": types_pb2.MODALITY_VIDEO,
+}
+_NAMES = {number: name for name, number in _MODALITY.items()}
 
 
 @dataclass(frozen=True)
 class Hit:
-    """One search result."""
+    """One search result; a video moment (target "video") also has its span and best frame's time."""
 
     id: str
     score: float
     modality: str
     metadata: dict[str, str]
     tags: list[str]
+    start: float = 0.0
+    end: float = 0.0
+    best: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -68,6 +79,26 @@ class Item:
     ) -> Item:
         """An image item read from a file."""
         return cls(item_id, image=Path(path).read_bytes(), metadata=dict(metadata or {}), tags=tuple(tags))
+
+
+@dataclass(frozen=True)
+class VideoFrame:
+    """One sampled frame of a video to ingest: its time, the frame as encoded image bytes, and whether a cut
+    (not the sampling rate) picked it."""
+
+    seconds: float
+    image: bytes
+    scene_change: bool = False
+
+
+@dataclass(frozen=True)
+class VideoAck:
+    """A stored video: its id, the frames stored, its shard, and the frames of an earlier version removed."""
+
+    id: str
+    frames: int
+    shard: int
+    replaced_frames: int
 
 
 @dataclass(frozen=True)
@@ -302,13 +333,23 @@ class Client:
         timeout: float | None = None,
         request_id: str | None = None,
         after: Sequence[Position] | None = None,
+        include_video_frames: bool = False,
     ) -> SearchResult:
-        """Search with exactly one of text, image, vector or like_id; raises grpc.RpcError on failure."""
+        """Search with exactly one of text, image, vector or like_id; raises grpc.RpcError on failure.
+
+        target="video" answers K moments of videos (Hit.start, .end, .best in seconds; Hit.id the video's).
+        With target="image", `include_video_frames` lets frames of videos answer as images too.
+        """
         given = [x is not None for x in (text, image, vector, like_id)]
         if sum(given) != 1:
             raise ValueError("give exactly one of text, image, vector or like_id")
         request = gateway_pb2.SearchRequest(
-            k=k, target=_MODALITY[target], require_complete=require_complete, exact=exact, after=self._after(after)
+            k=k,
+            target=_MODALITY[target],
+            require_complete=require_complete,
+            exact=exact,
+            after=self._after(after),
+            include_video_frames=include_video_frames,
         )
         if filter is not None:
             request.filter.CopyFrom(filter)
@@ -324,7 +365,17 @@ class Client:
         reply = self._stub.Search(request, timeout=timeout or self.timeout, metadata=metadata)
         return SearchResult(
             hits=[
-                Hit(r.id, r.score, _NAMES.get(r.modality, "any"), dict(r.metadata), list(r.tags)) for r in reply.results
+                Hit(
+                    r.id,
+                    r.score,
+                    _NAMES.get(r.modality, "any"),
+                    dict(r.metadata),
+                    list(r.tags),
+                    r.start_seconds,
+                    r.end_seconds,
+                    r.best_seconds,
+                )
+                for r in reply.results
             ],
             partial_shards=list(reply.partial_shards),
             model_id=reply.model_id,
@@ -398,8 +449,94 @@ class Client:
             journal.record(ack)
             yield ack
 
+    def ingest_video(
+        self,
+        video_id: str,
+        frames: Iterable[VideoFrame],
+        *,
+        duration: float,
+        interval: float = 1.0,
+        metadata: Mapping[str, str] | None = None,
+        tags: Sequence[str] = (),
+        timeout: float | None = None,
+    ) -> VideoAck:
+        """Store a video from its sampled frames (in time order), replacing any earlier version of it.
+
+        The frames are streamed as the iterable yields them, so a video of any length is never held whole;
+        the gateway stores the video only once every frame arrived and was encoded. An exception raised by
+        `frames` (a file found damaged half-way) cancels the call, and nothing of the video is stored.
+        Raises grpc.RpcError when the gateway refuses the video (INVALID_ARGUMENT: a limit; retryable codes:
+        try again). `crossmodal.video.sample_video` turns a file into frames; `ingest_video_file` does both.
+        """
+        failure: list[BaseException] = []
+        call: list[grpc.Future] = []
+        started = threading.Event()
+
+        def requests() -> Iterator[gateway_pb2.IngestVideoRequest]:
+            header = gateway_pb2.VideoHeader(
+                id=video_id,
+                metadata=dict(metadata or {}),
+                tags=list(tags),
+                duration_seconds=duration,
+                sample_interval_seconds=interval,
+            )
+            yield gateway_pb2.IngestVideoRequest(header=header)
+            try:
+                for frame in frames:
+                    message = gateway_pb2.VideoFrame(
+                        seconds=frame.seconds, image=frame.image, scene_change=frame.scene_change
+                    )
+                    yield gateway_pb2.IngestVideoRequest(frame=message)
+            except BaseException as exc:  # noqa: BLE001 - raised to the caller once the call is cancelled
+                failure.append(exc)
+                started.wait()
+                call[0].cancel()  # the gateway sees the call cancelled, not ended: it stores nothing of it
+
+        call.append(self._stub.IngestVideo.future(requests(), timeout=timeout, metadata=self._metadata))
+        started.set()
+        try:
+            reply = call[0].result()
+        except (grpc.RpcError, grpc.FutureCancelledError):
+            if failure:
+                raise failure[0] from None
+            raise
+        for position in reply.positions:
+            self._saw(position)
+        return VideoAck(reply.id, reply.frames, reply.shard, reply.replaced_frames)
+
+    def ingest_video_file(
+        self,
+        video_id: str,
+        path: str | Path,
+        *,
+        options: VideoOptions | None = None,
+        metadata: Mapping[str, str] | None = None,
+        tags: Sequence[str] = (),
+        timeout: float | None = None,
+    ) -> VideoAck:
+        """Decode a video file with PyAV, sample its frames (`options`) and store it with `ingest_video`.
+
+        The metadata gets the file's absolute `path` (as image files do) and its duration. Raises
+        crossmodal.video.VideoError for a file that cannot be used (damaged, truncated, no video, an
+        unsupported codec, over a limit): nothing of it is stored.
+        """
+        from crossmodal.video import VideoOptions, sample_video
+
+        options = options or VideoOptions()
+        info, frames = sample_video(path, options)
+        meta = {"path": str(Path(path).resolve()), "duration": f"{info.duration:.3f}", **(metadata or {})}
+        return self.ingest_video(
+            video_id,
+            (VideoFrame(f.seconds, f.jpeg, f.scene_change) for f in frames),
+            duration=info.duration,
+            interval=1.0 / options.rate,
+            metadata=meta,
+            tags=tags,
+            timeout=timeout,
+        )
+
     def delete(self, ids: Sequence[str], timeout: float | None = None) -> int:
-        """Delete ids; returns how many existed."""
+        """Delete ids (a video's id deletes all its frames too); returns how many existed."""
         reply = self._stub.Delete(
             gateway_pb2.DeleteRequest(ids=list(ids)), timeout=timeout or self.timeout, metadata=self._metadata
         )

@@ -11,10 +11,14 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from PIL import Image
+
 from crossmodal.client import Client, Hit, build_filter
 from crossmodal.v1 import types_pb2
+from crossmodal.video.sampling import VIDEO_SUFFIXES
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+__all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES"]
 
 
 def add_connection_args(parser: argparse.ArgumentParser) -> None:
@@ -63,8 +67,23 @@ def parse_filter(specs: Sequence[str]) -> types_pb2.Filter | None:
     return build_filter(equals, tags_all=tags)
 
 
+def clock(seconds: float) -> str:
+    """Seconds as mm:ss (h:mm:ss from an hour on), as a video player shows them."""
+    whole = int(seconds + 0.5)
+    hours, rest = divmod(whole, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60:02d}:{rest % 60:02d}"
+
+
+def moments_table(hits: Sequence[Hit]) -> str:
+    """One line per video moment: `video.mp4  00:12-00:18  0.81`."""
+    width = max((len(h.id) for h in hits), default=0)
+    return "\n".join(f"{h.id.ljust(width)}  {clock(h.start)}-{clock(h.end)}  {h.score:.2f}" for h in hits)
+
+
 def hits_table(hits: Sequence[Hit]) -> str:
-    """A plain-text table of hits."""
+    """A plain-text table of hits (of moments, when every hit is a video moment)."""
+    if hits and all(h.modality == "video" and h.end > 0 for h in hits):
+        return moments_table(hits)
     rows = [("#", "score", "modality", "id", "text / path")]
     for n, hit in enumerate(hits, 1):
         label = hit.metadata.get("text") or hit.metadata.get("path", "")
@@ -74,22 +93,52 @@ def hits_table(hits: Sequence[Hit]) -> str:
 
 
 def hits_json(hits: Sequence[Hit], partial: Sequence[int]) -> str:
-    """The hits as JSON."""
-    return json.dumps({"hits": [h.__dict__ for h in hits], "partial_shards": list(partial)}, indent=2)
+    """The hits as JSON; a video moment has `id` (the video), `start`, `end` and `best` (seconds) and `score`."""
+    out = []
+    for h in hits:
+        if h.modality == "video" and h.end > 0:
+            out.append(
+                {"id": h.id, "start": h.start, "end": h.end, "score": h.score, "best": h.best, "metadata": h.metadata}
+            )
+        else:
+            out.append({k: v for k, v in h.__dict__.items() if k not in ("start", "end", "best")})
+    return json.dumps({"hits": out, "partial_shards": list(partial)}, indent=2)
+
+
+def _data_url(img: Image.Image) -> str:
+    buffer = io.BytesIO()
+    img.save(buffer, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 def _thumbnail(path: str, size: int = 160) -> str | None:
     try:
-        from PIL import Image
-
         with Image.open(path) as opened:
             img = opened.convert("RGB")
         img.thumbnail((size, size))
-        buffer = io.BytesIO()
-        img.save(buffer, "PNG")
-        return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+        return _data_url(img)
     except (OSError, ValueError):
         return None
+
+
+def _moment_html(hit: Hit, n: int) -> str:
+    """A moment: its best frame as the poster of an HTML5 player that plays the span (a media fragment)."""
+    caption = (
+        f"#{n} {html.escape(hit.id)}<br>{clock(hit.start)}-{clock(hit.end)} (best {clock(hit.best)}), "
+        f"score {hit.score:.4f}"
+    )
+    path = hit.metadata.get("path")
+    if not path:
+        return f"<figure class='hit'><figcaption>{caption}</figcaption></figure>"
+    from crossmodal.video import thumbnail_at
+
+    frame = thumbnail_at(path, hit.best)
+    poster = f" poster='{_data_url(frame)}'" if frame is not None else ""
+    source = html.escape(Path(path).as_uri() + f"#t={hit.start:.3f},{hit.end:.3f}", quote=True)
+    return (
+        f"<figure class='hit moment'><video controls preload='metadata' width='240'{poster} "
+        f"src='{source}'></video><figcaption>{caption}</figcaption></figure>"
+    )
 
 
 def write_html(path: Path, sections: Sequence[tuple[str, Sequence[Hit], str | None]]) -> None:
@@ -97,7 +146,8 @@ def write_html(path: Path, sections: Sequence[tuple[str, Sequence[Hit], str | No
     parts = [
         "<!doctype html><meta charset='utf-8'><title>crossmodal results</title>",
         "<style>body{font-family:sans-serif;margin:2em}figure{display:inline-block;width:180px;margin:6px;"
-        "vertical-align:top;font-size:12px}img{border:1px solid #ccc}.q{margin-top:2em}</style>",
+        "vertical-align:top;font-size:12px}figure.moment{width:250px}"
+        "img{border:1px solid #ccc}.q{margin-top:2em}</style>",
         "<h1>crossmodal results</h1>",
     ]
     for title, hits, query_image in sections:
@@ -107,6 +157,9 @@ def write_html(path: Path, sections: Sequence[tuple[str, Sequence[Hit], str | No
             if thumb:
                 parts.append(f"<p>query image:<br><img src='{thumb}' alt='query'></p>")
         for n, hit in enumerate(hits, 1):
+            if hit.modality == "video" and hit.end > 0:
+                parts.append(_moment_html(hit, n))
+                continue
             caption = f"#{n} {html.escape(hit.id)}<br>score {hit.score:.4f} ({hit.modality})"
             thumb = _thumbnail(hit.metadata["path"]) if hit.modality == "image" and "path" in hit.metadata else None
             body = (

@@ -17,16 +17,25 @@ from typing import Any
 import grpc
 from tqdm import tqdm
 
-from crossmodal.cli._common import IMAGE_SUFFIXES, add_connection_args, connect
-from crossmodal.client import Client, IngestJournal, Item
+from crossmodal.cli._common import IMAGE_SUFFIXES, VIDEO_SUFFIXES, add_connection_args, connect
+from crossmodal.client import Ack, Client, IngestJournal, Item
+from crossmodal.video import VideoError, VideoOptions
 
 
 @dataclass(frozen=True)
 class Source:
-    """An item to send, read lazily."""
+    """An item to send, read lazily; or a video file, decoded as it is sent."""
 
     id: str
     load: Callable[[], Item]
+    video: Path | None = None
+
+
+def _video_source(item_id: str, path: Path) -> Source:
+    def not_an_item() -> Item:
+        raise TypeError(f"{path} is a video: it is sent with Client.ingest_video_file, not as an item")
+
+    return Source(item_id, not_an_item, path.resolve())
 
 
 def _metadata(record: dict[str, Any]) -> dict[str, str]:
@@ -46,9 +55,13 @@ def discover(paths: Sequence[Path]) -> list[Source]:
     sources: list[Source] = []
     for root in paths:
         if root.is_dir():
-            for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()):
+            wanted = IMAGE_SUFFIXES | VIDEO_SUFFIXES
+            for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in wanted and p.is_file()):
                 rel = path.relative_to(root).as_posix()
-                sources.append(Source(rel, functools.partial(_image_item, rel, path)))
+                if path.suffix.lower() in VIDEO_SUFFIXES:
+                    sources.append(_video_source(rel, path))
+                else:
+                    sources.append(Source(rel, functools.partial(_image_item, rel, path)))
         elif root.suffix == ".jsonl":
             for number, line in enumerate(root.read_text(encoding="utf-8").splitlines(), 1):
                 if not line.strip():
@@ -60,8 +73,10 @@ def discover(paths: Sequence[Path]) -> list[Source]:
                 sources.extend(_from_record(root, number, record))
         elif root.suffix.lower() in IMAGE_SUFFIXES and root.is_file():
             sources.append(Source(root.name, functools.partial(_image_item, root.name, root)))
+        elif root.suffix.lower() in VIDEO_SUFFIXES and root.is_file():
+            sources.append(_video_source(root.name, root))
         else:
-            raise SystemExit(f"{root}: not a folder, a .jsonl file or an image")
+            raise SystemExit(f"{root}: not a folder, a .jsonl file, an image or a video")
     return sources
 
 
@@ -100,17 +115,27 @@ def default_state_file(address: str, paths: Sequence[Path]) -> Path:
 
 
 def run_ingest(
-    client: Client, sources: Sequence[Source], state_file: Path, *, progress: bool = True, out: Any = sys.stderr
+    client: Client,
+    sources: Sequence[Source],
+    state_file: Path,
+    *,
+    progress: bool = True,
+    out: Any = sys.stderr,
+    video_options: VideoOptions | None = None,
 ) -> tuple[int, int, Counter[str]]:
     """Send what is not yet acknowledged; returns (sent, acknowledged, failure reasons).
 
     `state_file` is an IngestJournal: each OK acknowledgement is appended as it arrives, so a run that
-    is interrupted (Ctrl-C, the client or the gateway killed) resumes by sending only the rest.
+    is interrupted (Ctrl-C, the client or the gateway killed) resumes by sending only the rest. Images
+    and texts go in one stream; then each video is decoded and sent in a call of its own, and a video
+    that fails (a damaged file, a limit) is counted with its reason while the others go on.
     """
     journal = IngestJournal(state_file)
-    todo = [s for s in sources if s.id not in journal]
-    if len(todo) < len(sources):
-        print(f"resuming: {len(sources) - len(todo)} of {len(sources)} items already acknowledged", file=out)
+    videos = [s for s in sources if s.video is not None and s.id not in journal]
+    todo = [s for s in sources if s.video is None and s.id not in journal]
+    if len(todo) + len(videos) < len(sources):
+        done = len(sources) - len(todo) - len(videos)
+        print(f"resuming: {done} of {len(sources)} items already acknowledged", file=out)
     failures: Counter[str] = Counter()
     acked = 0
 
@@ -130,9 +155,43 @@ def run_ingest(
                 acked += 1
             else:
                 failures[f"{ack.code.name}: {ack.message}"] += 1
-    bar.close()
+        bar.close()
+        acked += _ingest_videos(client, videos, journal, video_options or VideoOptions(), failures, progress, out)
     wait_searchable(client, out=out)
-    return len(todo), acked, failures
+    return len(todo) + len(videos), acked, failures
+
+
+def _ingest_videos(
+    client: Client,
+    videos: Sequence[Source],
+    journal: IngestJournal,
+    options: VideoOptions,
+    failures: Counter[str],
+    progress: bool,
+    out: Any,
+) -> int:
+    """Decode and store each video in turn; returns how many were stored."""
+    stored = 0
+    bar = tqdm(total=len(videos), unit="video", disable=not progress or not videos, file=out, dynamic_ncols=True)
+    for source in videos:
+        assert source.video is not None
+        bar.set_postfix_str(source.id[-40:])
+        try:
+            ack = client.ingest_video_file(source.id, source.video, options=options)
+        except VideoError as exc:
+            failures[f"{exc.code.name} ({exc.reason}): {exc.message}"] += 1
+        except grpc.RpcError as exc:
+            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+                raise  # the gateway went away: stop, a rerun resumes from here
+            failures[f"{exc.code().name}: {source.id}: {exc.details()}"] += 1
+        except OSError as exc:
+            failures[f"unreadable file: {exc.strerror}"] += 1
+        else:
+            stored += 1
+            journal.record(Ack(ack.id, True, grpc.StatusCode.OK, "", ack.shard, []))
+        bar.update(1)
+    bar.close()
+    return stored
 
 
 def wait_searchable(client: Client, timeout: float = 120.0, out: Any = sys.stderr) -> bool:
@@ -170,7 +229,10 @@ def _handler(args: argparse.Namespace) -> int:
         state.unlink(missing_ok=True)
     with connect(args) as client:
         try:
-            sent, acked, failures = run_ingest(client, sources, state, progress=not args.quiet)
+            options = VideoOptions(
+                rate=args.video_rate, scene_threshold=args.scene_threshold, max_seconds=args.max_video_seconds
+            )
+            sent, acked, failures = run_ingest(client, sources, state, progress=not args.quiet, video_options=options)
         except grpc.RpcError as exc:
             print(f"ingest stopped: {exc.code().name}: {exc.details()} (run again to resume)", file=sys.stderr)
             return 1
@@ -185,8 +247,26 @@ def _handler(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     """Add the `ingest` subcommand."""
-    parser = subparsers.add_parser("ingest", help="ingest image folders and JSONL files (resumable)")
-    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image folders, images or .jsonl files")
+    parser = subparsers.add_parser("ingest", help="ingest folders of images and videos, and JSONL files (resumable)")
+    parser.add_argument(
+        "paths", nargs="+", type=Path, metavar="PATH", help="folders, images, videos (mp4 mov mkv webm) or .jsonl files"
+    )
+    defaults = VideoOptions()
+    parser.add_argument(
+        "--video-rate", type=float, default=defaults.rate, help="video frames sampled per second (default 1)"
+    )
+    parser.add_argument(
+        "--scene-threshold",
+        type=float,
+        default=defaults.scene_threshold,
+        help=f"grey-level change (0-1) that adds a scene-change frame; 0: none (default {defaults.scene_threshold})",
+    )
+    parser.add_argument(
+        "--max-video-seconds",
+        type=float,
+        default=defaults.max_seconds,
+        help=f"refuse longer videos (default {defaults.max_seconds:g}; the gateway has its own limit too)",
+    )
     parser.add_argument("--state", type=Path, help="file of acknowledged ids (default: under ~/.cache/crossmodal)")
     parser.add_argument("--restart", action="store_true", help="forget earlier progress and send everything")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -26,6 +26,7 @@ def _handler(args: argparse.Namespace) -> int:
                 target=args.target,
                 filter=parse_filter(args.filter),
                 require_complete=args.complete,
+                include_video_frames=args.include_video_frames,
             )
         except grpc.RpcError as exc:
             print(f"search failed: {exc.code().name}: {exc.details()}", file=sys.stderr)
@@ -50,7 +51,15 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--image", type=Path, help="query with this image file")
     parser.add_argument("--like", metavar="ID", help="query with a stored item (more like this)")
     parser.add_argument("--k", type=int, default=10, help="number of results (default 10)")
-    parser.add_argument("--target", choices=("any", "image", "text"), default="any", help="modality of results")
+    parser.add_argument(
+        "--target",
+        choices=("any", "image", "text", "video"),
+        default="any",
+        help="modality of results; video answers moments (video  start-end  score)",
+    )
+    parser.add_argument(
+        "--include-video-frames", action="store_true", help="with --target image: frames of videos may answer too"
+    )
     parser.add_argument(
         "--filter",
         action="append",

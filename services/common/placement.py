@@ -5,6 +5,11 @@ and restart agree. Without a write log (direct mode) an item's shard is the hash
 as it always was. With the log, the hash picks one of P fixed partitions and a partition belongs to
 shard `partition % shards`; for a shard count that divides P (P is a power of two) both rules give the
 same shard, so direct-mode data of such a cluster keeps its place.
+
+A video frame (id `<video id>#frame=<n>`, see `frame_id`) is placed by its video's id, so a video and all
+its frames live in one partition and one shard: replacing or deleting a video stays local, and stays
+correct when partitions move between shards. The gateway refuses `#frame=` in the ids of other items, so
+no ordinary id is placed by another's.
 """
 
 from __future__ import annotations
@@ -13,10 +18,28 @@ import dataclasses
 import hashlib
 from collections.abc import Sequence
 
+FRAME_MARKER = "#frame="
+
+
+def frame_id(video_id: str, number: int) -> str:
+    """The id of the `number`-th stored frame of a video."""
+    return f"{video_id}{FRAME_MARKER}{number}"
+
+
+def video_of(item_id: str) -> str | None:
+    """The video id of a frame id, or None for any other id."""
+    video, marker, number = item_id.rpartition(FRAME_MARKER)
+    return video if marker and video and number.isdigit() else None
+
+
+def routing_key(item_id: str) -> str:
+    """What places an item: its own id, or its video's id for a video frame."""
+    return video_of(item_id) or item_id
+
 
 def item_hash(item_id: str) -> int:
-    """A stable 64-bit hash of an id."""
-    return int.from_bytes(hashlib.blake2b(item_id.encode("utf-8"), digest_size=8).digest(), "big")
+    """A stable 64-bit hash of an id (of its routing key: a frame hashes as its video)."""
+    return int.from_bytes(hashlib.blake2b(routing_key(item_id).encode("utf-8"), digest_size=8).digest(), "big")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -65,6 +65,13 @@ def gates(config: GatewayConfig) -> dict[str, Gate]:
             # A slot held by an idle stream frees itself; say when, so a caller knows how long to back off.
             f"a stream idle for {config.ingest_idle_seconds:g} s is closed",
         ),
+        # Each open video stream holds its frames' vectors until the video ends: bounded like ingest streams.
+        f"/{GATEWAY_SERVICE}/IngestVideo": Gate(
+            "IngestVideo",
+            config.max_ingest_streams,
+            "video ingest streams open",
+            "CROSSMODAL_GATEWAY_MAX_INGEST_STREAMS",
+        ),
     }
 
 

@@ -103,6 +103,36 @@ class GatewayConfig:
         min=0.1,
         max=86_400,
     )
+    video_max_seconds: float = setting(
+        "GATEWAY_VIDEO_MAX_SECONDS",
+        4 * 3600.0,
+        "Longest video IngestVideo accepts, in seconds (by its header and by its frames' times); a longer one "
+        "is refused with INVALID_ARGUMENT and nothing of it is stored.",
+        min=1,
+    )
+    video_max_frames: int = setting(
+        "GATEWAY_VIDEO_MAX_FRAMES",
+        20_000,
+        "Most frames of one video; one more and the video is refused with INVALID_ARGUMENT (nothing stored). The "
+        "gateway holds each frame's vector until the video is complete: dim x 4 bytes per frame.",
+        min=1,
+        max=1_000_000,
+    )
+    video_overfetch: int = setting(
+        "GATEWAY_VIDEO_OVERFETCH",
+        20,
+        "A moment search (target MODALITY_VIDEO) asks the shards for K times this many frames (at most "
+        "CROSSMODAL_MAX_K) and merges them into K moments.",
+        min=1,
+        max=1000,
+    )
+    video_moment_margin: float = setting(
+        "GATEWAY_VIDEO_MOMENT_MARGIN",
+        0.03,
+        "A frame belongs to a moment when its score is within this of its video's best frame's score (cosine).",
+        min=0.0,
+        max=2.0,
+    )
     max_in_flight_searches: int = setting(
         "GATEWAY_MAX_IN_FLIGHT_SEARCHES",
         32,

@@ -39,3 +39,14 @@ ADMISSION_IN_FLIGHT = Gauge(
     "Calls holding an admission slot (Search: searches in flight; Ingest: open streams), by method.",
     ["method"],
 )
+VIDEO_INGESTS = Counter(
+    "crossmodal_gateway_video_ingests",
+    "IngestVideo calls that reached the write, by outcome (stored, failed).",
+    ["outcome"],
+)
+VIDEO_FRAMES = Counter("crossmodal_gateway_video_frames", "Frames of videos stored.")
+MOMENT_SEARCHES = Histogram(
+    "crossmodal_gateway_moment_frames",
+    "Frames a moment search merged into moments.",
+    buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000),
+)

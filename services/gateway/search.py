@@ -18,17 +18,36 @@ import structlog
 
 from crossmodal.transport import FAILOVER, code_of
 from crossmodal.v1 import encoder_pb2, gateway_pb2, index_pb2, types_pb2
+from services.common.placement import video_of
 from services.gateway.backends import OK, Backends, Encoded, ShardClient
 from services.gateway.coalesce import Coalescer
 from services.gateway.config import GatewayConfig
 from services.gateway.errors import BackendError, GatewayError
-from services.gateway.metrics import PARTIAL_RESPONSES, SHARD_SEARCH_SECONDS
+from services.gateway.metrics import MOMENT_SEARCHES, PARTIAL_RESPONSES, SHARD_SEARCH_SECONDS
+from services.gateway.moments import FRAME_ONLY_KEYS, Moment, frame_of, merge_moments
 from services.gateway.routing import merge_top_k
 
 log = structlog.get_logger("gateway")
 
 # Time kept back from the caller's deadline to merge and answer after the shards replied.
 _DEADLINE_MARGIN = 0.02
+IMAGE, TEXT, VIDEO = types_pb2.MODALITY_IMAGE, types_pb2.MODALITY_TEXT, types_pb2.MODALITY_VIDEO
+
+
+def _moment_result(moment: Moment) -> gateway_pb2.SearchResult:
+    """A moment as a result: the video's id and metadata (the frame's, less what the gateway added to it)."""
+    hit = moment.best.hit
+    metadata = {k: v for k, v in hit.metadata.items() if k not in FRAME_ONLY_KEYS} if hit is not None else {}
+    return gateway_pb2.SearchResult(
+        id=moment.video,
+        score=moment.score,
+        modality=VIDEO,
+        metadata=metadata,
+        tags=hit.tags if hit is not None else [],
+        start_seconds=moment.start,
+        end_seconds=moment.end,
+        best_seconds=moment.best_seconds,
+    )
 
 
 class Searcher:
@@ -49,8 +68,45 @@ class Searcher:
                 self._shard_lanes[shard.number] = Coalescer("shard", send, in_flight * len(shard.replicas), max_batch)
 
     async def search(self, request: gateway_pb2.SearchRequest, remaining: float | None) -> gateway_pb2.SearchResponse:
-        """The merged top-K of every shard for a checked request; `remaining` is the caller's time left."""
+        """The merged top-K of every shard for a checked request; `remaining` is the caller's time left.
+
+        Target MODALITY_VIDEO answers K moments, merged from an over-fetch of frames (`moments.py`).
+        """
         k = request.k or self.config.default_k
+        target = request.target
+        if target == VIDEO:
+            frames = min(k * self.config.video_overfetch, self.config.limits.max_k)
+            hits, partial = await self._top_hits(request, frames, remaining, [VIDEO])
+            found = [f for f in map(frame_of, hits) if f is not None]
+            if request.WhichOneof("query") == "like_id":
+                # "More like this" video (or frame): moments of other videos, not its own.
+                own = video_of(request.like_id) or request.like_id
+                found = [f for f in found if f.video != own]
+            MOMENT_SEARCHES.observe(len(found))
+            moments = merge_moments(found, k, self.config.video_moment_margin)
+            results = [_moment_result(m) for m in moments]
+        else:
+            if target == IMAGE and request.include_video_frames:
+                modalities = [IMAGE, VIDEO]
+            elif target:
+                modalities = [target]
+            else:
+                modalities = [IMAGE, TEXT]  # "any" is images and texts: video frames only when asked for
+            # A video's own record is no image: room for them, then they are dropped.
+            fetch = min(2 * k, self.config.limits.max_k) if VIDEO in modalities else k
+            hits, partial = await self._top_hits(request, fetch, remaining, modalities)
+            if VIDEO in modalities:
+                hits = [h for h in hits if h.modality != VIDEO or frame_of(h) is not None][:k]
+            results = [
+                gateway_pb2.SearchResult(id=h.id, score=h.score, modality=h.modality, metadata=h.metadata, tags=h.tags)
+                for h in hits
+            ]
+        return gateway_pb2.SearchResponse(results=results, partial_shards=partial, model_id=self.backends.model_id)
+
+    async def _top_hits(
+        self, request: gateway_pb2.SearchRequest, k: int, remaining: float | None, modalities: Sequence[int]
+    ) -> tuple[list[index_pb2.SearchHit], list[int]]:
+        """The merged top-`k` hits of every shard among `modalities`, and the shards that did not answer."""
         vector, exclude = await self._query_vector(request)
         timeout = self._timeout if remaining is None else min(self._timeout, remaining - _DEADLINE_MARGIN)
         if timeout <= 0:
@@ -60,11 +116,14 @@ class Searcher:
             # One more for the excluded item, but never past the limit the shards share with us: at K = MAX_K
             # a "more like this" search may answer K - 1 results rather than fail.
             k=min(k + (1 if exclude else 0), self.config.limits.max_k),
-            modality=request.target,
             filter=request.filter,
             exact=request.exact,
             model_id=self.backends.model_id,
         )
+        if len(modalities) == 1:
+            shard_request.modality = modalities[0]  # type: ignore[assignment]
+        else:
+            shard_request.modalities.extend(modalities)  # type: ignore[arg-type]
         shards = self.backends.shards
         answers = await asyncio.gather(
             *(self._ask(s, shard_request, timeout, request.after) for s in shards), return_exceptions=True
@@ -92,15 +151,7 @@ class Searcher:
                     grpc.StatusCode.UNAVAILABLE,
                     f"shards {partial} did not answer in time and complete results were required",
                 )
-        merged = merge_top_k(hits, k, exclude=exclude)
-        return gateway_pb2.SearchResponse(
-            results=[
-                gateway_pb2.SearchResult(id=h.id, score=h.score, modality=h.modality, metadata=h.metadata, tags=h.tags)
-                for h in merged
-            ],
-            partial_shards=partial,
-            model_id=self.backends.model_id,
-        )
+        return merge_top_k(hits, k, exclude=exclude), partial
 
     async def _ask(
         self,

@@ -18,6 +18,7 @@ from services.gateway.errors import GatewayError, describe_error, status_of
 from services.gateway.ingest import IngestPipeline
 from services.gateway.search import Searcher
 from services.gateway.validation import check_search
+from services.gateway.video import VideoIngest, video_frame_ids
 from services.gateway.writer import Writer
 
 
@@ -61,13 +62,30 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             code, message = status_of(exc)
         await context.abort(code, message)
 
+    async def IngestVideo(
+        self, request_iterator: AsyncIterator[gateway_pb2.IngestVideoRequest], context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.IngestVideoResponse:
+        """Encode a streamed video's frames, then store them all (replacing an earlier version) or none."""
+        if not self.ready:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the gateway is still starting")
+        try:
+            return await VideoIngest(self.config, self.backends, self.writer).run(request_iterator)
+        except Exception as exc:  # noqa: BLE001 - every failure gets its status from the one table
+            code, message = status_of(exc)
+        await context.abort(code, message)
+        raise AssertionError("context.abort raises")  # for the type checker: abort is not typed NoReturn
+
     async def Delete(
         self, request: gateway_pb2.DeleteRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.DeleteResponse:
-        """Delete ids from every replica of their shards."""
+        """Delete ids from every replica of their shards; a video's id deletes its frames first, then it."""
         ids = self.config.limits.check_ids(request.ids)
+        frames = video_frame_ids(await self.writer.latest(ids))
+        positions = []
+        for start in range(0, len(frames), self.config.limits.max_batch):
+            positions.extend((await self.writer.delete(frames[start : start + self.config.limits.max_batch])).positions)
         outcome = await self.writer.delete(ids)
-        return gateway_pb2.DeleteResponse(deleted=outcome.deleted, positions=outcome.positions)
+        return gateway_pb2.DeleteResponse(deleted=outcome.deleted, positions=[*positions, *outcome.positions])
 
     async def Get(self, request: gateway_pb2.GetRequest, context: grpc.aio.ServicerContext) -> gateway_pb2.GetResponse:
         """Fetch stored items by id."""

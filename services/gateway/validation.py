@@ -7,10 +7,22 @@ here, not copied to every shard).
 
 from __future__ import annotations
 
+import math
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from crossmodal.v1 import gateway_pb2, types_pb2
 from services.common.limits import LimitError, Limits, check_filter, check_id, check_modality, check_vector
+from services.common.placement import FRAME_MARKER
+from services.gateway.moments import FRAME_KEYS, VIDEO_FRAMES_KEY
+
+if TYPE_CHECKING:
+    from services.gateway.config import GatewayConfig
+
+# Room kept in an item's metadata for what the gateway adds to every frame of a video (its keys and the
+# longest values: a 256-byte video id, times and counts).
+_FRAME_METADATA_BYTES = sum(len(k) for k in (*FRAME_KEYS, VIDEO_FRAMES_KEY)) + 256 + 5 * 16
 
 
 def check_search(request: gateway_pb2.SearchRequest, limits: Limits, dim: int) -> None:
@@ -39,6 +51,7 @@ def check_filter_message(message: types_pb2.Filter) -> None:
 def check_item(item: gateway_pb2.IngestRequest, limits: Limits) -> None:
     """Refuse an item without an id or content, or whose content or metadata breaks a limit."""
     check_id(item.id)
+    _check_not_frame(item.id)
     which = item.WhichOneof("content")
     if which is None:
         raise LimitError("the item has no content: set image or text")
@@ -47,3 +60,62 @@ def check_item(item: gateway_pb2.IngestRequest, limits: Limits) -> None:
     else:
         limits.check_image(item.image, "the item image")
     limits.check_metadata(item.metadata, item.tags)
+
+
+def _check_not_frame(item_id: str) -> None:
+    if FRAME_MARKER in item_id:
+        raise LimitError(
+            f"id {item_id[:60]!r} contains {FRAME_MARKER!r}, which names the frames of a video; choose another id"
+        )
+
+
+def check_video_header(header: gateway_pb2.VideoHeader, limits: Limits, max_seconds: float) -> None:
+    """Refuse a video whose id, length, sampling interval or metadata breaks a limit."""
+    check_id(header.id, "the video id")
+    _check_not_frame(header.id)
+    duration = header.duration_seconds
+    if not math.isfinite(duration) or duration < 0:
+        raise LimitError(f"video {header.id[:40]!r}: duration {duration} s is not a length")
+    if duration > max_seconds:
+        raise LimitError(
+            f"video {header.id[:40]!r} is {duration:.1f} s long; the limit is {max_seconds:g} s "
+            "(CROSSMODAL_GATEWAY_VIDEO_MAX_SECONDS): cut it into parts"
+        )
+    interval = header.sample_interval_seconds
+    if not math.isfinite(interval) or interval < 0 or interval > 3600:
+        raise LimitError(f"video {header.id[:40]!r}: sample interval {interval} s is not 0-3600 s")
+    reserved = sorted(set(header.metadata) & {*FRAME_KEYS, VIDEO_FRAMES_KEY})
+    if reserved:
+        raise LimitError(f"video {header.id[:40]!r}: metadata keys {reserved} are reserved for video frames")
+    # Every frame stores the video's metadata and the gateway's frame keys: that must fit in one item.
+    padded = Limits(max_metadata_bytes=max(limits.max_metadata_bytes - _FRAME_METADATA_BYTES, 0))
+    try:
+        padded.check_metadata(header.metadata, header.tags)
+    except LimitError as exc:
+        raise LimitError(
+            f"video {header.id[:40]!r}: {exc.message}, less {_FRAME_METADATA_BYTES} bytes each frame needs for "
+            "its video id and time"
+        ) from None
+
+
+def check_video_frame(
+    frame: gateway_pb2.VideoFrame, header: gateway_pb2.VideoHeader, previous: float, count: int, config: GatewayConfig
+) -> None:
+    """Refuse a frame past the frame limit or the video's length, out of time order, or too large."""
+    name = f"video {header.id[:40]!r}"
+    if count >= config.video_max_frames:
+        raise LimitError(
+            f"{name} has more than {config.video_max_frames} frames (CROSSMODAL_GATEWAY_VIDEO_MAX_FRAMES): "
+            "sample fewer frames per second or cut it into parts"
+        )
+    seconds = frame.seconds
+    if not math.isfinite(seconds) or seconds < previous:
+        raise LimitError(f"{name}: frame {count} at {seconds} s is not after the previous one ({previous} s)")
+    if seconds > config.video_max_seconds:
+        raise LimitError(
+            f"{name}: frame {count} at {seconds:.1f} s is past the limit of {config.video_max_seconds:g} s "
+            "(CROSSMODAL_GATEWAY_VIDEO_MAX_SECONDS): cut it into parts"
+        )
+    if header.duration_seconds and seconds > header.duration_seconds + 1.0:
+        raise LimitError(f"{name}: frame {count} at {seconds:.1f} s is past its duration {header.duration_seconds} s")
+    config.limits.check_image(frame.image, f"{name}: frame {count}")

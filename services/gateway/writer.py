@@ -65,6 +65,10 @@ class Writer(Protocol):
         """Delete `ids` wherever they are stored."""
         ...
 
+    async def latest(self, ids: Sequence[str]) -> dict[str, index_pb2.IndexItem]:
+        """The stored items among `ids` as the write path last wrote them (no vectors), by id."""
+        ...
+
 
 class DirectWriter:
     """Writes every replica of a shard at once; an item is stored when all of them committed it."""
@@ -110,6 +114,18 @@ class DirectWriter:
         counts = await asyncio.gather(*(delete_on(self.shards[s], p) for s, p in groups.items()))
         return DeleteOutcome(sum(counts), [])
 
+    async def latest(self, ids: Sequence[str]) -> dict[str, index_pb2.IndexItem]:
+        """The stored items among `ids`, read from one replica of each shard (all of them committed every write)."""
+
+        async def read(shard: ShardClient, positions: list[int]) -> list[index_pb2.IndexItem]:
+            request = index_pb2.GetVectorsRequest(shard=shard.number, ids=[ids[p] for p in positions])
+            reply = await shard.read(lambda stub, t: stub.GetVectors(request, timeout=t), self.timeout, 0)
+            return list(reply.items)
+
+        groups = self.placement.group(ids)
+        replies = await asyncio.gather(*(read(self.shards[s], p) for s, p in groups.items()))
+        return {item.id: item for items in replies for item in items}
+
 
 class LogWriter:
     """Publishes writes to the replicated log; an item is stored once JetStream acknowledged it."""
@@ -149,11 +165,21 @@ class LogWriter:
 
     async def _exists(self, item_id: str) -> bool:
         """Whether the log's latest write of `item_id` stores it (not a tombstone, not never written)."""
+        return await self._last(item_id, "delete") is not None
+
+    async def _last(self, item_id: str, what: str) -> index_pb2.IndexItem | None:
+        """The item as the log's latest write of `item_id` stores it; None for a tombstone or no write."""
         try:
             partition = self.layout.placement.partition_of(item_id)
             last = await self.js.get_last_msg(self.layout.stream_of(partition), self.layout.subject(item_id))
         except nats.js.errors.NotFoundError:
-            return False
+            return None
         except Exception as exc:  # noqa: BLE001 - reported as the log's retryable error
-            raise GatewayError(*writelog.log_status(exc, f"delete of {item_id[:40]!r}")) from None
-        return writelog.decode(last.subject or "", last.seq or 0, last.data or b"").op == writelog.UPSERT
+            raise GatewayError(*writelog.log_status(exc, f"{what} of {item_id[:40]!r}")) from None
+        write = writelog.decode(last.subject or "", last.seq or 0, last.data or b"")
+        return write.item if write.op == writelog.UPSERT else None
+
+    async def latest(self, ids: Sequence[str]) -> dict[str, index_pb2.IndexItem]:
+        """The items among `ids` whose latest write in the log stores them: the log is the truth, not a replica."""
+        found = await asyncio.gather(*(self._last(i, "read") for i in dict.fromkeys(ids)))
+        return {item.id: item for item in found if item is not None}

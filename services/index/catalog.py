@@ -13,6 +13,7 @@ Not thread-safe: the shard changes and reads it only under its index lock.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Iterator
 
 from services.index.domain import Entry, Filter
@@ -91,6 +92,18 @@ class Catalog:
         for tag in set(entry.tags):
             yield ("t", tag)
 
+    def simplify(self, flt: Filter) -> Filter:
+        """`flt` without its modality part when every live entry has one of its modalities.
+
+        A search for "any modality but video" on a shard that holds no video frames is then a plain
+        graph search again, not a filtered one.
+        """
+        if flt.modalities:
+            covered = sum(_size(self._postings.get(("m", m))) for m in flt.modalities)
+            if covered == len(self._entries):
+                return dataclasses.replace(flt, modalities=frozenset())
+        return flt
+
     def narrowest(self, flt: Filter) -> tuple[int, Callable[[], Iterable[int]]] | None:
         """The part of `flt` with the fewest keys: (that count, a function listing them), or None.
 
@@ -112,8 +125,8 @@ class Catalog:
 
             return sum(_size(postings.get(name)) for name in names), listed
 
-        if flt.modality:
-            options.append(single(("m", flt.modality)))
+        if flt.modalities:
+            options.append(union([("m", m) for m in flt.modalities]))
         for field, values in flt.clauses:
             options.append(union([("k", field, value) for value in values]))
         for tag in flt.tags_all:

@@ -86,9 +86,9 @@ class StoredItem:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Filter:
-    """A predicate over entries: modality, metadata clauses (AND of memberships) and tags."""
+    """A predicate over entries: modalities (any of), metadata clauses (AND of memberships) and tags."""
 
-    modality: int = 0
+    modalities: frozenset[int] = frozenset()
     clauses: tuple[tuple[str, frozenset[str]], ...] = ()
     tags_all: tuple[str, ...] = ()
     tags_any: frozenset[str] = frozenset()
@@ -96,11 +96,11 @@ class Filter:
     @property
     def is_empty(self) -> bool:
         """Whether every entry matches."""
-        return not (self.modality or self.clauses or self.tags_all or self.tags_any)
+        return not (self.modalities or self.clauses or self.tags_all or self.tags_any)
 
     def matches(self, entry: Entry) -> bool:
         """Whether `entry` satisfies every part of the filter."""
-        if self.modality and entry.modality != self.modality:
+        if self.modalities and entry.modality not in self.modalities:
             return False
         metadata = entry.metadata
         for key, accepted in self.clauses:
@@ -179,12 +179,18 @@ def make_filter(
     clauses: Sequence[tuple[str, Sequence[str]]],
     tags_all: Sequence[str],
     tags_any: Sequence[str],
+    modalities: Sequence[int] = (),
 ) -> Filter:
-    """Build a Filter once the contract's checks (modality, sizes, empty parts) have passed."""
+    """Build a Filter once the contract's checks (modality, sizes, empty parts) have passed.
+
+    `modality` and `modalities` together are the accepted modalities (0 and an empty list: any).
+    """
     limits.check_modality(modality, allow_unspecified=True)
+    for one in modalities:
+        limits.check_modality(one, allow_unspecified=False)
     limits.check_filter(clauses, tags_all, tags_any)
     return Filter(
-        modality=modality,
+        modalities=frozenset(m for m in (modality, *modalities) if m),
         clauses=tuple((key, frozenset(values)) for key, values in clauses),
         tags_all=tuple(dict.fromkeys(tags_all)),
         tags_any=frozenset(tags_any),

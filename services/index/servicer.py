@@ -312,7 +312,13 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
         query = SearchQuery(
             vector=_vector(request.vector),
             k=request.k,
-            filter=make_filter(request.modality, [(c.key, c.any_of) for c in flt.clauses], flt.tags_all, flt.tags_any),
+            filter=make_filter(
+                request.modality,
+                [(c.key, c.any_of) for c in flt.clauses],
+                flt.tags_all,
+                flt.tags_any,
+                modalities=request.modalities,
+            ),
             exact=request.exact,
             include_vectors=request.include_vectors,
             model_id=request.model_id,

@@ -577,9 +577,12 @@ class Shard:
 
         The servicer runs such searches on its event loop: a thread hop costs a shard more CPU than
         a small graph search, and the loop must never block behind a write, a filtered or exact
-        search, or the store reads of reranking and returned vectors.
+        search, or the store reads of reranking and returned vectors. A filter on modalities alone may
+        still be plain: the catalog drops it when every item of the shard passes it (`Catalog.simplify`).
         """
-        if query.exact or query.include_vectors or not query.filter.is_empty or self.settings.precision.reranked:
+        flt = query.filter
+        only_modalities = not (flt.clauses or flt.tags_all or flt.tags_any)
+        if query.exact or query.include_vectors or not only_modalities or self.settings.precision.reranked:
             return None
         return self._search(query, wait=False)
 
@@ -600,6 +603,9 @@ class Shard:
             return None
         try:
             self._check_open()
+            inner = dataclasses.replace(inner, filter=self._catalog.simplify(inner.filter))
+            if not wait and not inner.filter.is_empty:
+                return None  # a filtered search after all: not on the event loop
             found, examined = self._search_locked(vector, inner)
         finally:
             self._index_lock.release()

@@ -99,7 +99,7 @@ def _check_results(env: Env, response: gateway_pb2.SearchResponse, options: dict
     assert scores == sorted(scores, reverse=True)
     if exclude:
         assert exclude not in {r.id for r in response.results}
-    if options["target"] in (1, 2):
+    if options["target"] in (1, 2, 3):
         assert all(r.modality == options["target"] for r in response.results)
 
 

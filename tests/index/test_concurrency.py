@@ -177,7 +177,7 @@ def check_search(record: SearchRecord, history: dict[str, list[Event]]) -> None:
     assert scores == sorted(scores, reverse=True)
     query = record.query / np.linalg.norm(record.query)
     keep: Callable[[Hit], bool] = lambda h: (  # noqa: E731 - a local predicate reads best inline
-        (not record.flt.modality or h.modality == record.flt.modality)
+        (not record.flt.modalities or h.modality in record.flt.modalities)
         and all(h.metadata.get(key) in values for key, values in record.flt.clauses)
         and all(t in h.tags for t in record.flt.tags_all)
         and (not record.flt.tags_any or bool(record.flt.tags_any & set(h.tags)))

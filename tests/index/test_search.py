@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from crossmodal.v1.types_pb2 import MODALITY_VIDEO
 from services.common.limits import LimitError
 from services.index.domain import MODALITY_IMAGE, MODALITY_TEXT, Filter, Item, SearchQuery, make_filter
 from services.index.shard import Shard
@@ -53,7 +54,7 @@ def predicate(flt: Filter) -> Callable[[Item], bool]:
     """The reference implementation of a filter, written independently of Filter.matches."""
 
     def keep(item: Item) -> bool:
-        if flt.modality and item.modality != flt.modality:
+        if flt.modalities and item.modality not in flt.modalities:
             return False
         for key, values in flt.clauses:
             if item.metadata.get(key) not in values:
@@ -77,6 +78,10 @@ FILTERS = {
     "rare": make_filter(0, [("rare", ["yes"])], [], []),
     "missing key": make_filter(0, [("no-such-key", ["x"])], [], []),
     "contradiction": make_filter(MODALITY_TEXT, [], ["even"], []),
+    # Several modalities: images and texts cover every item (the filter drops away), video covers none.
+    "images or texts": make_filter(0, [], [], [], modalities=[MODALITY_IMAGE, MODALITY_TEXT]),
+    "images or video, red": make_filter(0, [("colour", ["red"])], [], [], modalities=[MODALITY_IMAGE, MODALITY_VIDEO]),
+    "video": make_filter(MODALITY_VIDEO, [], [], []),
 }
 
 
