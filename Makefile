@@ -63,11 +63,13 @@ image: $(STAMP)
 # docker_engine.sh --optional: the image tests run when a Docker engine can be had, and skip (saying why) otherwise.
 test: $(EXPORT_STAMP) protos-check nats
 	bash scripts/install_prometheus.sh
+	bash scripts/install_chromium.sh
 	bash scripts/docker_engine.sh --optional
 	$(PY) -m pytest -q
 
 test-all: $(EXPORT_STAMP) protos-check nats
 	bash scripts/install_prometheus.sh
+	bash scripts/install_chromium.sh
 	$(PY) -m pytest -q -m ''
 
 demo: $(STAMP)

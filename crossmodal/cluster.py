@@ -14,6 +14,9 @@ process ever runs without it. With a log the start order changes: an index repli
 once it caught up with the log's stream, which the gateway creates, so the gateway starts as soon as
 the encoders are SERVING, and shards on free ports get their ports picked here, before they start.
 
+With `http_port` set, an HTTP/JSON service (services.http) starts last, in front of the gateway, and
+serves the search page; it may read files only under `media_roots`.
+
 Supervision is opt-in (`supervise=True`, what `crossmodal up` does): a thread restarts any process that
 exits, on its ports and data, after a back-off that doubles from 0.5 s to 30 s and starts again from
 0.5 s once a process stayed up a minute. Tests leave it off, because they kill processes on purpose and
@@ -47,7 +50,8 @@ from crossmodal.logserver import LogCluster, LogServer, LogServerError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BUNDLE = REPO_ROOT / "models" / "default"
-# Text encoders after the first take metrics ports base+3 ... base+8; the shards' start at base+10.
+# Text encoders after the first take metrics ports base+3 ... base+8; the HTTP service base+9; the shards'
+# start at base+10.
 MAX_TEXT_ENCODERS = 7
 # Settings that name a file or directory: a relative value would be read against the child's working
 # directory, which is not the one the caller meant.
@@ -124,6 +128,10 @@ class ClusterSpec:
     text_encoders: int = 1
     # One of LOG_MODES; empty: "single" when replicas > 1 (the gateway refuses replicas without a log), else "none".
     log: str = ""
+    # The HTTP/JSON service and search page (services.http) in front of the gateway: its port (0: a free one),
+    # or None to start none. It serves thumbnails and media only of files under `media_roots`.
+    http_port: int | None = None
+    media_roots: tuple[Path, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.log:
@@ -174,6 +182,7 @@ class LocalCluster:
             spec,
             data_dir=spec.data_dir.resolve(),
             bundle=spec.bundle.resolve(),
+            media_roots=tuple(Path(root).resolve() for root in spec.media_roots),
             env=absolute_paths(spec.env),
             gateway_env=absolute_paths(spec.gateway_env),
         )
@@ -181,6 +190,7 @@ class LocalCluster:
         self.supervise = supervise
         self.processes: list[ClusterProcess] = []
         self.gateway: ClusterProcess | None = None
+        self.http: ClusterProcess | None = None
         self.log: LogServer | LogCluster | None = None
         self._stopping = threading.Event()
         # Held while the supervisor starts a process, so stop() never races a restart.
@@ -402,6 +412,8 @@ class LocalCluster:
             )
             self._launch(self.gateway)
             self._wait_ready([self.gateway] if self.log is None else [*index, self.gateway], timeout)
+            if spec.http_port is not None:
+                self._start_http(timeout)
         except BaseException:
             self.stop()
             raise
@@ -409,6 +421,28 @@ class LocalCluster:
             self._supervisor = threading.Thread(target=self._supervise, name="crossmodal-supervisor", daemon=True)
             self._supervisor.start()
         return self
+
+    def _start_http(self, timeout: float) -> None:
+        """Start the HTTP service in front of the gateway; it is ready once the gateway answers SERVING."""
+        spec = self.spec
+        self.http = self._process(
+            "http",
+            "services.http",
+            spec.http_port or 0,
+            self._port(spec.metrics_base_port, 9),
+            {
+                "CROSSMODAL_HTTP_GATEWAY": self.address,
+                "CROSSMODAL_HTTP_MEDIA_ROOTS": ",".join(str(root) for root in spec.media_roots),
+            },
+        )
+        self._launch(self.http)
+        self._wait_ready([self.http], timeout)
+
+    @property
+    def http_url(self) -> str:
+        """The base URL of the HTTP service and search page."""
+        assert self.http is not None, "the cluster runs no HTTP service"
+        return f"http://{self.http.address}"
 
     @property
     def address(self) -> str:

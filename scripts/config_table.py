@@ -29,6 +29,7 @@ SECTIONS: tuple[tuple[str, str, str], ...] = (
     ("encoders", "services.encoder.config", "EncoderServiceConfig"),
     ("index", "services.index.config", "IndexConfig"),
     ("gateway", "services.gateway.config", "GatewayConfig"),
+    ("http", "services.http.config", "HttpConfig"),
 )
 START, END = "<!-- config-table:start -->", "<!-- config-table:end -->"
 

@@ -6,13 +6,16 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from crossmodal.cli._common import hits_table, write_html
+from crossmodal.cli._common import clock, hits_table, write_html
 from crossmodal.cli.ingest import discover, run_ingest
 from crossmodal.cli.up import add_cluster_args, spec_from
 from crossmodal.client import Client, Hit
 from crossmodal.cluster import ClusterError, LocalCluster
+
+if TYPE_CHECKING:
+    from crossmodal.scenes.video import VideoSpec
 
 TEXT_QUERIES = (
     "a red circle",
@@ -39,9 +42,35 @@ def make_sample_gallery(out: Path, count: int, seed: int) -> Path:
     return jsonl
 
 
+def make_sample_videos(out: Path, count: int, seed: int) -> list[tuple[Path, VideoSpec]]:
+    """Render `count` short videos of shapes entering and leaving at known times into `out` (once)."""
+    from crossmodal.scenes.video import render_video, video_spec
+
+    specs = [(out / f"clip-{n}.mp4", video_spec(seed + n)) for n in range(count)]
+    if all(path.exists() for path, _ in specs):
+        print(f"videos: reusing {count} in {out}")
+        return specs
+    print(f"videos: rendering {count} clips into {out} ...")
+    for path, spec in specs:
+        tmp = path.with_name("tmp-" + path.name)
+        render_video(spec, tmp)
+        tmp.rename(path)
+    return specs
+
+
+def _video_moments(client: Client, videos: list[tuple[Path, VideoSpec]], k: int, show: Any) -> None:
+    """Moment search on the demo videos: each object's query against when it was really on screen."""
+    for path, spec in videos[:2]:
+        for appearance in spec.appearances:
+            hits = client.search(appearance.query, k=k, target="video").hits
+            truth = f"on screen in {path.name} {clock(appearance.start)}-{clock(appearance.end)}"
+            show(f"text -> video moments: {appearance.query!r} ({truth})", hits)
+
+
 def _handler(args: argparse.Namespace) -> int:
     data = args.data_dir
     jsonl = make_sample_gallery(data / "gallery", args.count, args.seed)
+    videos = make_sample_videos(data / "videos", args.videos, args.seed)
     cluster = LocalCluster(spec_from(args), say=print)
     print(f"cluster: starting {args.shards} shard(s) x {args.replicas} replica(s), logs in {data / 'logs'}")
     try:
@@ -52,8 +81,13 @@ def _handler(args: argparse.Namespace) -> int:
     try:
         with Client(cluster.address) as client:
             print(f"cluster: gateway at {cluster.address}")
-            sources = discover([jsonl])
-            print(f"ingest: {len(sources)} items (images and their captions)")
+            if cluster.http is not None:
+                print(
+                    f"search page: {cluster.http_url}/ while the demo runs; to browse afterwards: "
+                    f"crossmodal up --data-dir {data}, then open http://127.0.0.1:8080/"
+                )
+            sources = discover([jsonl, data / "videos"])
+            print(f"ingest: {len(sources)} items (images and their captions, and {len(videos)} videos)")
             sent, acked, failures = run_ingest(client, sources, data / "ingest.acked", progress=not args.quiet)
             print(f"ingest: {acked} of {sent} acknowledged" + (f", failures: {dict(failures)}" if failures else ""))
             stats = client.stats()
@@ -80,6 +114,7 @@ def _handler(args: argparse.Namespace) -> int:
                 image_path,
             )
             show(f"text -> text: {TEXT_QUERIES[0]!r}", client.search(TEXT_QUERIES[0], k=args.k, target="text").hits)
+            _video_moments(client, videos, args.k, show)
             page = data / "results.html"
             write_html(page, sections)
             print(f"\nresults page with thumbnails: {page.resolve()}")
@@ -94,6 +129,9 @@ def register(subparsers: Any) -> None:
     add_cluster_args(parser, "data/demo")
     parser.add_argument("--count", type=int, default=500, help="scenes in the sample gallery (default 500)")
     parser.add_argument("--seed", type=int, default=7, help="gallery seed")
+    parser.add_argument("--videos", type=int, default=4, help="generated videos for moment search (default 4)")
     parser.add_argument("--k", type=int, default=5, help="results per query")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.set_defaults(func=_handler, port=0, index_base_port=0, metrics_base_port=0, encoder_ports=(0, 0))
+    parser.set_defaults(
+        func=_handler, port=0, index_base_port=0, metrics_base_port=0, encoder_ports=(0, 0), http_port=0
+    )

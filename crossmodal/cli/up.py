@@ -19,6 +19,8 @@ from crossmodal.cluster import (
     LocalCluster,
 )
 
+DEFAULT_HTTP_PORT = 8080
+
 
 def add_cluster_args(parser: argparse.ArgumentParser, data_dir: str) -> None:
     """Options describing a local cluster."""
@@ -42,10 +44,34 @@ def add_cluster_args(parser: argparse.ArgumentParser, data_dir: str) -> None:
         "default: single with more than one replica per shard (required then), none otherwise",
     )
     parser.add_argument(
+        "--http-port",
+        type=int,
+        default=None,
+        help=f"port of the HTTP/JSON API and search page (0: any free port; -1: do not start it; default "
+        f"{DEFAULT_HTTP_PORT}, or a free port when --port is 0)",
+    )
+    parser.add_argument(
+        "--media-root",
+        type=Path,
+        action="append",
+        default=None,
+        help="a folder whose files the search page may show as thumbnails and media (repeatable; default: "
+        "<data-dir>/gallery and <data-dir>/videos, where `crossmodal demo` renders its media)",
+    )
+    parser.add_argument(
         "--no-restart",
         action="store_true",
         help="leave a child that exits stopped instead of restarting it (to watch an outage, as the alert tests do)",
     )
+
+
+# The folders under the data directory where `crossmodal demo` renders its gallery and its videos.
+DEMO_MEDIA = ("gallery", "videos")
+
+
+def media_roots_default(data_dir: Path) -> list[Path]:
+    """The folders the search page may read when none is named: the data directory's demo media, where present."""
+    return [data_dir / name for name in DEMO_MEDIA if (data_dir / name).is_dir()]
 
 
 def spec_from(args: argparse.Namespace) -> ClusterSpec:
@@ -54,6 +80,10 @@ def spec_from(args: argparse.Namespace) -> ClusterSpec:
         raise SystemExit("--shards and --replicas must be at least 1")
     if not 1 <= args.text_encoders <= MAX_TEXT_ENCODERS:
         raise SystemExit(f"--text-encoders must be 1-{MAX_TEXT_ENCODERS}")
+    http_port = args.http_port
+    if http_port is None:
+        # A gateway on a free port means "no fixed ports" (tests, several clusters at once): the same for HTTP.
+        http_port = 0 if args.port == 0 else DEFAULT_HTTP_PORT
     return ClusterSpec(
         data_dir=args.data_dir,
         shards=args.shards,
@@ -67,6 +97,8 @@ def spec_from(args: argparse.Namespace) -> ClusterSpec:
         metrics_base_port=args.metrics_base_port,
         text_encoders=args.text_encoders,
         log=args.log or "",
+        http_port=http_port if http_port >= 0 else None,
+        media_roots=tuple(args.media_root if args.media_root is not None else media_roots_default(args.data_dir)),
     )
 
 
@@ -102,6 +134,10 @@ def _handler(args: argparse.Namespace) -> int:
         if cluster.log is not None:
             print(f"  write log (NATS JetStream): {cluster.log.url}, stored in {spec.data_dir / 'log'}")
         print("  a process that exits is restarted on its ports and data (back-off 0.5 s doubling to 30 s)")
+        if cluster.http is not None:
+            roots = ", ".join(str(r) for r in spec.media_roots) or "none (add --media-root FOLDER)"
+            print(f"  search page and HTTP/JSON API: {cluster.http_url}/ (OpenAPI: {cluster.http_url}/v1/openapi.json)")
+            print(f"  thumbnails are served for files under: {roots}")
         print("  try: crossmodal search 'a red circle' --address", cluster.address)
         print("press Ctrl-C to stop", flush=True)
         stop.wait()

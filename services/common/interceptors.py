@@ -38,7 +38,8 @@ def split_method(full_method: str) -> tuple[str, str]:
     return service or "unknown", method or "unknown"
 
 
-def _request_id_from(metadata: Any) -> str:
+def request_id_from(metadata: Any) -> str:
+    """The caller's request id from gRPC-style (key, value) metadata when it is valid, else a new one."""
     for key, value in metadata or ():
         if key == REQUEST_ID_HEADER and isinstance(value, str) and _VALID_REQUEST_ID.match(value):
             return value
@@ -171,7 +172,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         service, method = split_method(handler_call_details.method)
-        request_id = _request_id_from(handler_call_details.invocation_metadata)
+        request_id = request_id_from(handler_call_details.invocation_metadata)
         quiet = service in _QUIET_SERVICES
         in_flight, duration, requests = self._metrics(service, method)
 

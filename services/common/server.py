@@ -114,7 +114,8 @@ async def start_server(service: Service, config: ServerConfig) -> RunningServer:
     return running
 
 
-def _write_ready_file(path: Path, port: int, metrics_port: int) -> None:
+def write_ready_file(path: Path, port: int, metrics_port: int) -> None:
+    """Atomically write the ready file (port, metrics port, pid) that supervisors and tests wait for."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps({"port": port, "metrics_port": metrics_port, "pid": os.getpid()}))
     tmp.replace(path)
@@ -152,7 +153,7 @@ async def serve(service: Service, config: ServerConfig) -> None:
         raise
     await running.set_serving(True)
     if config.ready_file is not None:
-        _write_ready_file(config.ready_file, running.port, metrics_port)
+        write_ready_file(config.ready_file, running.port, metrics_port)
     log.info("serving", port=running.port, metrics_port=metrics_port)
 
     await stop_requested.wait()

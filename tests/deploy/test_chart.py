@@ -52,6 +52,8 @@ CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 COMPONENTS = ("gateway", "encoder-text", "encoder-image", "index")
 # The write log's NATS pods: not a crossmodal service (no ConfigMap, no gRPC health).
 LOG = "log"
+# The HTTP/JSON service: a crossmodal service with HTTP probes and no gRPC port (its tests: test_the_http_*).
+HTTP = "http"
 GRPC_SERVICES = {
     "gateway": "crossmodal.v1.GatewayService",
     "encoder-text": "crossmodal.v1.EncoderService",
@@ -64,10 +66,12 @@ API_KEYS = ["key-one", "key-two"]
 def _config_classes() -> dict[str, type]:
     from services.encoder.config import EncoderServiceConfig
     from services.gateway.config import GatewayConfig
+    from services.http.config import HttpConfig
     from services.index.config import IndexConfig
 
     return {
         "gateway": GatewayConfig,
+        "http": HttpConfig,
         "encoder-text": EncoderServiceConfig,
         "encoder-image": EncoderServiceConfig,
         "index": IndexConfig,
@@ -95,6 +99,23 @@ def _tls_inline(certs: Path) -> dict[str, Any]:
     }
 
 
+# The HTTP service behind an Ingress, autoscaled, with a media volume; the gateway closed to all but it.
+HTTP_INGRESS: dict[str, Any] = {
+    "http": {
+        "ingress": {
+            "enabled": True,
+            "className": "nginx",
+            "host": "search.example.com",
+            "tls": [{"hosts": ["search.example.com"], "secretName": "search-tls"}],
+        },
+        "autoscaling": {"enabled": True, "minReplicas": 3},
+        "mediaRoots": ["/media/photos"],
+        "extraVolumes": [{"name": "photos", "persistentVolumeClaim": {"claimName": "photos", "readOnly": True}}],
+        "extraVolumeMounts": [{"name": "photos", "mountPath": "/media/photos", "readOnly": True}],
+    },
+    "networkPolicy": {"gateway": {"from": [{"podSelector": {"matchLabels": {"role": "grpc-client"}}}]}},
+}
+
 # name -> values; ci/<name>-values.yaml where one exists.
 VALUE_SETS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "default": lambda _c: ci_values("default"),
@@ -106,6 +127,7 @@ VALUE_SETS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "model-init": lambda _c: ci_values("model-init"),
     "model-pvc": lambda _c: ci_values("model-pvc"),
     "log-external": lambda _c: ci_values("log-external"),
+    "http-ingress": lambda _c: HTTP_INGRESS,
 }
 
 
@@ -295,6 +317,11 @@ def test_the_services_accept_the_rendered_configuration(
                 keys = tmp_path / "api-keys"
                 keys.write_text("\n".join(API_KEYS) + "\n")
                 env[key] = str(keys)
+            elif key == "CROSSMODAL_HTTP_MEDIA_ROOTS" and value:
+                roots = [tmp_path / root.strip("/").replace("/", "_") for root in value.split(",")]
+                for root in roots:
+                    root.mkdir(exist_ok=True)
+                env[key] = ",".join(str(root) for root in roots)
         load_config(classes[component], env)
 
 
@@ -308,8 +335,8 @@ def test_probes_check_the_grpc_health_service_on_the_containers_grpc_port(
     tls = rendered[name].values.get("tls", {}).get("enabled", False)
     for _workload, template in rendered[name].pod_templates():
         component = _component(template)
-        if component == LOG:
-            continue  # HTTP probes: test_the_log_statefulset_*
+        if component in (LOG, HTTP):
+            continue  # HTTP probes: test_the_log_statefulset_* and test_the_http_service_*
         container = _main_container(template)
         grpc_port = _port(container, "grpc")
         for probe_name in ("startupProbe", "readinessProbe", "livenessProbe"):
@@ -497,7 +524,7 @@ def _pods(r: Rendered) -> dict[str, tuple[dict[str, str], int, int]]:
     """component -> (pod labels, grpc port, metrics port) for one pod of each crossmodal component."""
     out = {}
     for _w, template in r.pod_templates():
-        if _component(template) == LOG:
+        if _component(template) in (LOG, HTTP):
             continue
         container = _main_container(template)
         out.setdefault(
@@ -655,6 +682,8 @@ def test_mutual_tls_settings_and_mounted_material(rendered: dict[str, Rendered],
         assert {"name": "tls", "mountPath": "/etc/crossmodal/tls", "readOnly": True} in container["volumeMounts"]
         volume = next(v for v in template["spec"]["volumes"] if v["name"] == "tls")
         assert volume["secret"]["secretName"] == f"{fullname()}-tls"
+        if _component(template) == HTTP:
+            continue  # an HTTP probe; its client TLS settings: test_the_http_service_calls_the_gateway_with_tls
         command = container["readinessProbe"]["exec"]["command"]
         server_name = next(a for a in command if a.startswith("--server-name="))
         if _component(template) == "index":
@@ -860,7 +889,7 @@ def test_an_external_log_is_used_as_given_and_no_nats_is_rendered(rendered: dict
     r = rendered["log-external"]
     given = ci_values("log-external")["log"]
     assert [d["kind"] for d in r.docs if d["metadata"]["name"] == f"{fullname()}-log"] == []
-    assert {_component(t) for _w, t in r.pod_templates()} == set(COMPONENTS)
+    assert {_component(t) for _w, t in r.pod_templates()} == {*COMPONENTS, HTTP}
     gateway = r.config("gateway")
     assert gateway["CROSSMODAL_LOG_URL"] == r.config("index")["CROSSMODAL_LOG_URL"] == given["url"]
     assert (
@@ -925,3 +954,97 @@ def test_the_log_values_keep_to_the_gateways_bounds() -> None:
         assert spec.max is None or max(values) <= spec.max, key
     defaults = yaml.safe_load((CHART / "values.yaml").read_text())["log"]
     assert (defaults["replicas"], defaults["partitions"], defaults["maxBytes"]) == (3, 64, -1)
+
+
+# --- the HTTP/JSON service -----------------------------------------------------------------------------
+
+
+def _http_pod(r: Rendered) -> tuple[dict[str, Any], dict[str, Any]]:
+    (deployment,) = [w for w, t in r.pod_templates() if _component(t) == HTTP]
+    return deployment, _main_container(deployment["spec"]["template"])
+
+
+def test_the_http_service_is_its_own_deployment_with_http_probes(rendered: dict[str, Rendered]) -> None:
+    """crossmodal-http in a Deployment of its own, HTTP probes (readiness = the gateway is SERVING), a Service
+    with the http and metrics ports, a PDB, and the gateway's in-cluster address in its ConfigMap."""
+    r = rendered["default"]
+    deployment, container = _http_pod(r)
+    assert container["command"] == ["crossmodal-http"] and deployment["spec"]["replicas"] == 2
+    port = _port(container, "http")
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    for probe in ("startupProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
+    service = r.get("Service", f"{fullname()}-http")
+    assert {p["name"]: p["targetPort"] for p in service["spec"]["ports"]} == {"http": "http", "metrics": "metrics"}
+    assert port == 8080 and _port(container, "metrics") == 9109
+    config = r.config(HTTP)
+    assert config["CROSSMODAL_HTTP_GATEWAY"] == f"{fullname()}-gateway.{NAMESPACE}.svc.cluster.local:50051"
+    assert config["CROSSMODAL_HTTP_MEDIA_ROOTS"] == ""  # no media unless volumes are given
+    assert r.get("PodDisruptionBudget", f"{fullname()}-http")["spec"]["maxUnavailable"] == 1
+    assert [h for h in r.of_kind("HorizontalPodAutoscaler") if h["metadata"]["name"].endswith("-http")] == []
+    assert r.of_kind("Ingress") == []
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] and security["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_the_http_service_behind_an_ingress_with_media(rendered: dict[str, Rendered]) -> None:
+    """The Ingress routes to the http port; autoscaling replaces the replica count; media volumes are mounted
+    and named as the roots; the restricted gateway still accepts the HTTP pods."""
+    r = rendered["http-ingress"]
+    (ingress,) = r.of_kind("Ingress")
+    rule = ingress["spec"]["rules"][0]
+    assert rule["host"] == "search.example.com" and ingress["spec"]["ingressClassName"] == "nginx"
+    backend = rule["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": f"{fullname()}-http", "port": {"name": "http"}}
+    deployment, container = _http_pod(r)
+    assert "replicas" not in deployment["spec"]
+    assert r.get("HorizontalPodAutoscaler", f"{fullname()}-http")["spec"]["minReplicas"] == 3
+    assert {"name": "photos", "mountPath": "/media/photos", "readOnly": True} in container["volumeMounts"]
+    assert r.config(HTTP)["CROSSMODAL_HTTP_MEDIA_ROOTS"] == "/media/photos"
+    policies = r.of_kind("NetworkPolicy")
+    http_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    http_peer = Peer(http_labels, NAMESPACE, {"kubernetes.io/metadata.name": NAMESPACE})
+    gateway_labels, grpc_port, _m = _pods(r)["gateway"]
+    assert ingress_allowed(policies, http_peer, gateway_labels, NAMESPACE, grpc_port)
+    assert not ingress_allowed(policies, OUTSIDE, gateway_labels, NAMESPACE, grpc_port)
+    # The HTTP port is open (browsers through the ingress controller); its metrics only to the scrapers.
+    assert ingress_allowed(policies, OUTSIDE, http_labels, NAMESPACE, 8080)
+    assert not ingress_allowed(policies, OUTSIDE, http_labels, NAMESPACE, 9109)
+    assert ingress_allowed(policies, PROMETHEUS, http_labels, NAMESPACE, 9109)
+    assert not ingress_allowed(policies, OUTSIDE, http_labels, NAMESPACE, 22)
+    for _name, index_labels in ((c, v[0]) for c, v in _pods(r).items() if c != "gateway"):
+        assert not ingress_allowed(policies, http_peer, index_labels, NAMESPACE, 50054)
+
+
+def test_the_http_service_calls_the_gateway_with_tls(rendered: dict[str, Rendered]) -> None:
+    """With mutual TLS its channel to the gateway verifies the CA and presents the client certificate."""
+    config = rendered["tls-inline"].config(HTTP)
+    assert config["CROSSMODAL_CLIENT_TLS_CA_FILE"] == "/etc/crossmodal/tls/ca.crt"
+    assert config["CROSSMODAL_CLIENT_TLS_CERT_FILE"] == "/etc/crossmodal/tls/tls.crt"
+    assert "CROSSMODAL_TLS_CERT_FILE" not in config  # plain HTTP in the cluster: TLS ends at the Ingress
+
+
+def test_the_http_service_can_be_turned_off() -> None:
+    """http.enabled=false renders nothing of it, and the gateway's policy names no HTTP pods."""
+    r = render(
+        {
+            "http": {"enabled": False, "autoscaling": {"enabled": True}},
+            **{"networkPolicy": HTTP_INGRESS["networkPolicy"]},
+        }
+    )
+    assert [d for d in r.docs if d["metadata"]["name"].endswith("-http")] == []
+    gateway_policy = r.get("NetworkPolicy", f"{fullname()}-gateway")
+    assert "http" not in json.dumps(gateway_policy)
+
+
+def test_the_http_settings_match_the_services_bounds() -> None:
+    """Each http.settings key names its CROSSMODAL_HTTP_* variable, with the service's bounds."""
+    from services.http.config import HttpConfig
+
+    schema = _schema()["properties"]["http"]["properties"]["settings"]["properties"]
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["http"]["settings"]
+    assert set(values) == set(schema)
+    for key, prop in schema.items():
+        spec = _spec_for(HttpConfig, prop["description"])
+        assert spec is not None, key
+        assert prop.get("minimum") == spec.min and prop.get("maximum") == spec.max, key
