@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from bench.bench_encoders import CACHE, export, machine  # noqa: E402
 from crossmodal.bundle import MANIFEST_FILE, ModelBundle, decode_audio  # noqa: E402
 from crossmodal.bundle.audio import AudioConfig, LogMel, windows  # noqa: E402
-from tests.bundle.test_audio import encode_sound  # noqa: E402
+from tests.bundle.audio_bundles import encode_sound  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 CLAP_BUNDLE = CACHE / "clap-htsat-unfused-random"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import struct
 
 import av
 import librosa
@@ -20,6 +19,7 @@ from crossmodal.bundle.audio import (
     mel_filters,
     windows,
 )
+from tests.bundle.audio_bundles import encode_sound, wav_bytes
 
 # CLAP's front end (HTSAT: 48 kHz, 1024/480, 64 Slaney mels 50 Hz-14 kHz, power dB); a speech-style one
 # (16 kHz, 25 ms window in a 512 FFT, HTK mels without norm, natural log, zero padding); CLAP's with top_db.
@@ -142,26 +142,6 @@ def test_config_round_trips_and_refuses_nonsense() -> None:
             AudioConfig(**bad)  # type: ignore[arg-type]
 
 
-def encode_sound(fmt: str, codec: str, rate: int, layout: str = "stereo", seconds: float = 1.0) -> bytes:
-    """A 440 Hz tone encoded with PyAV into ``fmt`` with ``codec``."""
-    buffer = io.BytesIO()
-    with av.open(buffer, "w", format=fmt) as container:
-        stream = container.add_stream(codec, rate=rate, layout=layout)
-        n = int(rate * seconds)
-        tone = (0.4 * np.sin(2 * np.pi * 440 * np.arange(n) / rate)).astype(np.float32)
-        channels = 2 if layout == "stereo" else 1
-        for start in range(0, n, 1024):
-            frame = av.AudioFrame.from_ndarray(
-                np.tile(tone[start : start + 1024], (channels, 1)), format="fltp", layout=layout
-            )
-            frame.sample_rate = rate
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return buffer.getvalue()
-
-
 @pytest.mark.parametrize(
     ("fmt", "codec", "rate"),
     [
@@ -183,14 +163,6 @@ def test_decodes_each_format_to_mono_at_the_towers_rate(fmt: str, codec: str, ra
     assert 0.2 < np.abs(samples[2_000:40_000]).max() < 0.6
 
 
-def _wav(channels: int = 1, rate: int = 16_000, tag: int = 1, frames: int = 16_000) -> bytes:
-    block = channels * 2
-    body = np.zeros(frames * channels, dtype=np.int16).tobytes()
-    fmt = struct.pack("<HHIIHH", tag, channels, rate, rate * block, block, 16)
-    header = b"RIFF" + struct.pack("<I", 36 + len(body)) + b"WAVEfmt " + struct.pack("<I", 16) + fmt
-    return header + b"data" + struct.pack("<I", len(body)) + body
-
-
 def _video_only() -> bytes:
     buffer = io.BytesIO()
     with av.open(buffer, "w", format="mp4") as container:
@@ -206,13 +178,13 @@ def _video_only() -> bytes:
     ("data", "kind", "words"),
     [
         (b"", "empty", "0 bytes"),
-        (_wav(frames=0), "empty", "no samples"),
+        (wav_bytes(frames=0), "empty", "no samples"),
         (b"RIFF\x10\x00\x00\x00WAVEfmt garbage!", "corrupt", "not a readable audio file"),
         (b"\x00" * 4096, "corrupt", "not a readable audio file"),
-        (_wav(channels=12), "channels", "12 channels; at most 8"),
-        (_wav(rate=500), "sample_rate", "500 Hz is outside"),
-        (_wav(rate=1_000_000), "sample_rate", "1000000 Hz is outside"),
-        (_wav(tag=0x7A21), "codec", "not supported"),
+        (wav_bytes(channels=12), "channels", "12 channels; at most 8"),
+        (wav_bytes(rate=500), "sample_rate", "500 Hz is outside"),
+        (wav_bytes(rate=1_000_000), "sample_rate", "1000000 Hz is outside"),
+        (wav_bytes(tag=0x7A21), "codec", "not supported"),
     ],
     ids=["zero-bytes", "zero-samples", "bad-header", "noise", "channels", "rate-low", "rate-high", "codec"],
 )

@@ -3,77 +3,14 @@
 from __future__ import annotations
 
 import json
-import shutil
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from crossmodal.bundle import BundleError, Manifest, ModelBundle, sha256_file
-from crossmodal.bundle.audio import AudioConfig, LogMel, fit_clip
-
-AUDIO = AudioConfig(
-    sample_rate=16_000,
-    clip_seconds=1.0,
-    window_hop_seconds=0.5,
-    n_fft=512,
-    hop_length=160,
-    win_length=400,
-    n_mels=32,
-    f_min=20.0,
-    f_max=8_000.0,
-)
-
-
-def _export_audio_tower(path: Path, dim: int, frames: int, n_mels: int) -> object:
-    """A random-weight audio tower (a conv over the log-mel, pooled over time) exported to ONNX."""
-    torch = pytest.importorskip("torch")
-
-    class Tower(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = torch.nn.Conv1d(n_mels, 48, kernel_size=3, padding=1)
-            self.proj = torch.nn.Linear(48, dim)
-
-        def forward(self, features: object) -> object:
-            hidden = torch.relu(self.conv(features.transpose(1, 2)))  # type: ignore[attr-defined]
-            return self.proj(hidden.mean(dim=2))
-
-    torch.manual_seed(0)
-    model = Tower().eval()
-    # The TorchScript exporter, as crossmodal.export uses (the torch.export one needs onnxscript).
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(
-            model,
-            (torch.zeros(2, frames, n_mels),),
-            str(path),
-            input_names=["features"],
-            output_names=["embedding"],
-            dynamic_axes={"features": {0: "batch"}, "embedding": {0: "batch"}},
-            opset_version=17,
-            dynamo=False,
-        )
-    return model
-
-
-def _with_audio(tiny_bundle: Path, out: Path, *, keep_image: bool, frames: int | None = None) -> object:
-    shutil.copytree(tiny_bundle, out)
-    data = json.loads((out / "model.json").read_text())
-    model = _export_audio_tower(out / "audio.onnx", data["embed_dim"], frames or AUDIO.frames, AUDIO.n_mels)
-    data["audio"] = AUDIO.to_dict()
-    data["files"]["audio.onnx"] = {
-        "sha256": sha256_file(out / "audio.onnx"),
-        "bytes": (out / "audio.onnx").stat().st_size,
-    }
-    data["variants"] = {"fp32": {**data["variants"]["fp32"], "audio": "audio.onnx"}}
-    if not keep_image:
-        del data["image"]
-        image_file = data["variants"]["fp32"].pop("image")
-        del data["files"][image_file]
-    (out / "model.json").write_text(json.dumps(data))
-    return model
+from crossmodal.bundle import BundleError, Manifest, ModelBundle
+from crossmodal.bundle.audio import LogMel, fit_clip
+from tests.bundle.audio_bundles import AUDIO, with_audio_tower
 
 
 def _tones(rate: int) -> list[np.ndarray]:
@@ -83,7 +20,7 @@ def _tones(rate: int) -> list[np.ndarray]:
 
 def test_a_bundle_with_all_three_towers_encodes_sounds_like_the_model(tiny_bundle: Path, tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
-    model = _with_audio(tiny_bundle, tmp_path / "b", keep_image=True)
+    model = with_audio_tower(tiny_bundle, tmp_path / "b", keep_image=True)
     bundle = ModelBundle.open(tmp_path / "b", providers=["CPUExecutionProvider"])
     assert bundle.towers == ("text", "image", "audio") == bundle.manifest.towers
     clips = _tones(AUDIO.sample_rate)
@@ -100,7 +37,7 @@ def test_a_bundle_with_all_three_towers_encodes_sounds_like_the_model(tiny_bundl
 
 
 def test_a_text_and_audio_bundle_needs_no_image_tower(tiny_bundle: Path, tmp_path: Path) -> None:
-    _with_audio(tiny_bundle, tmp_path / "b", keep_image=False)
+    with_audio_tower(tiny_bundle, tmp_path / "b", keep_image=False)
     bundle = ModelBundle.open(tmp_path / "b", providers=["CPUExecutionProvider"])
     assert bundle.towers == ("text", "audio")
     assert "image" not in bundle.manifest.to_dict() and "image_input" not in bundle.manifest.to_dict()["io"]
@@ -113,7 +50,7 @@ def test_a_text_and_audio_bundle_needs_no_image_tower(tiny_bundle: Path, tmp_pat
 
 
 def test_the_manifest_refuses_inconsistent_towers(tiny_bundle: Path, tmp_path: Path) -> None:
-    _with_audio(tiny_bundle, tmp_path / "b", keep_image=True)
+    with_audio_tower(tiny_bundle, tmp_path / "b", keep_image=True)
     data = json.loads((tmp_path / "b" / "model.json").read_text())
     text_only = {**data, "variants": {"fp32": {"text": data["variants"]["fp32"]["text"]}}}
     del text_only["image"], text_only["audio"]
@@ -127,7 +64,7 @@ def test_the_manifest_refuses_inconsistent_towers(tiny_bundle: Path, tmp_path: P
 
 
 def test_an_audio_graph_that_disagrees_with_the_manifest_is_refused(tiny_bundle: Path, tmp_path: Path) -> None:
-    _with_audio(tiny_bundle, tmp_path / "b", keep_image=False, frames=99)
+    with_audio_tower(tiny_bundle, tmp_path / "b", keep_image=False, frames=99)
     with pytest.raises(
         BundleError, match=r"input shape .* disagrees with the manifest \(expected \[batch, 101, 32\]\)"
     ):
