@@ -8,14 +8,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class EncodeItem(_message.Message):
-    __slots__ = ("key", "text", "image")
+    __slots__ = ("key", "text", "image", "audio")
     KEY_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_FIELD_NUMBER: _ClassVar[int]
     key: str
     text: str
     image: bytes
-    def __init__(self, key: _Optional[str] = ..., text: _Optional[str] = ..., image: _Optional[bytes] = ...) -> None: ...
+    audio: bytes
+    def __init__(self, key: _Optional[str] = ..., text: _Optional[str] = ..., image: _Optional[bytes] = ..., audio: _Optional[bytes] = ...) -> None: ...
 
 class EncodeResult(_message.Message):
     __slots__ = ("key", "status", "vector", "truncated")
@@ -50,7 +52,7 @@ class GetModelInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetModelInfoResponse(_message.Message):
-    __slots__ = ("model_id", "dim", "modality", "precision", "context_length", "image_size", "max_batch", "max_request_items", "providers")
+    __slots__ = ("model_id", "dim", "modality", "precision", "context_length", "image_size", "max_batch", "max_request_items", "providers", "clip_seconds", "sample_rate")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
     MODALITY_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +62,8 @@ class GetModelInfoResponse(_message.Message):
     MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
     MAX_REQUEST_ITEMS_FIELD_NUMBER: _ClassVar[int]
     PROVIDERS_FIELD_NUMBER: _ClassVar[int]
+    CLIP_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     dim: int
     modality: _types_pb2.Modality
@@ -69,4 +73,6 @@ class GetModelInfoResponse(_message.Message):
     max_batch: int
     max_request_items: int
     providers: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, model_id: _Optional[str] = ..., dim: _Optional[int] = ..., modality: _Optional[_Union[_types_pb2.Modality, str]] = ..., precision: _Optional[str] = ..., context_length: _Optional[int] = ..., image_size: _Optional[int] = ..., max_batch: _Optional[int] = ..., max_request_items: _Optional[int] = ..., providers: _Optional[_Iterable[str]] = ...) -> None: ...
+    clip_seconds: float
+    sample_rate: int
+    def __init__(self, model_id: _Optional[str] = ..., dim: _Optional[int] = ..., modality: _Optional[_Union[_types_pb2.Modality, str]] = ..., precision: _Optional[str] = ..., context_length: _Optional[int] = ..., image_size: _Optional[int] = ..., max_batch: _Optional[int] = ..., max_request_items: _Optional[int] = ..., providers: _Optional[_Iterable[str]] = ..., clip_seconds: _Optional[float] = ..., sample_rate: _Optional[int] = ...) -> None: ...

@@ -26,7 +26,7 @@ if _version_not_supported:
 
 
 class EncoderServiceStub:
-    """Turns texts or images into L2-normalised float32 vectors of the served model.
+    """Turns texts, images or sounds into L2-normalised float32 vectors of the served model.
     """
 
     def __init__(self, channel):
@@ -48,7 +48,7 @@ class EncoderServiceStub:
 
 
 class EncoderServiceServicer:
-    """Turns texts or images into L2-normalised float32 vectors of the served model.
+    """Turns texts, images or sounds into L2-normalised float32 vectors of the served model.
     """
 
     def Encode(self, request, context):
@@ -87,7 +87,7 @@ def add_EncoderServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class EncoderService:
-    """Turns texts or images into L2-normalised float32 vectors of the served model.
+    """Turns texts, images or sounds into L2-normalised float32 vectors of the served model.
     """
 
     @staticmethod

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63rossmodal/v1/types.proto\x12\rcrossmodal.v1\"+\n\nItemStatus\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"+\n\x0c\x46ilterClause\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0e\n\x06\x61ny_of\x18\x02 \x03(\t\"Z\n\x06\x46ilter\x12,\n\x07\x63lauses\x18\x01 \x03(\x0b\x32\x1b.crossmodal.v1.FilterClause\x12\x10\n\x08tags_all\x18\x02 \x03(\t\x12\x10\n\x08tags_any\x18\x03 \x03(\t\"2\n\x0bLogPosition\x12\x11\n\tpartition\x18\x01 \x01(\r\x12\x10\n\x08sequence\x18\x02 \x01(\x04*_\n\x08Modality\x12\x18\n\x14MODALITY_UNSPECIFIED\x10\x00\x12\x12\n\x0eMODALITY_IMAGE\x10\x01\x12\x11\n\rMODALITY_TEXT\x10\x02\x12\x12\n\x0eMODALITY_VIDEO\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63rossmodal/v1/types.proto\x12\rcrossmodal.v1\"+\n\nItemStatus\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"+\n\x0c\x46ilterClause\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0e\n\x06\x61ny_of\x18\x02 \x03(\t\"Z\n\x06\x46ilter\x12,\n\x07\x63lauses\x18\x01 \x03(\x0b\x32\x1b.crossmodal.v1.FilterClause\x12\x10\n\x08tags_all\x18\x02 \x03(\t\x12\x10\n\x08tags_any\x18\x03 \x03(\t\"2\n\x0bLogPosition\x12\x11\n\tpartition\x18\x01 \x01(\r\x12\x10\n\x08sequence\x18\x02 \x01(\x04*s\n\x08Modality\x12\x18\n\x14MODALITY_UNSPECIFIED\x10\x00\x12\x12\n\x0eMODALITY_IMAGE\x10\x01\x12\x11\n\rMODALITY_TEXT\x10\x02\x12\x12\n\x0eMODALITY_VIDEO\x10\x03\x12\x12\n\x0eMODALITY_AUDIO\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,7 +32,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'crossmodal.v1.types_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MODALITY']._serialized_start=278
-  _globals['_MODALITY']._serialized_end=373
+  _globals['_MODALITY']._serialized_end=393
   _globals['_ITEMSTATUS']._serialized_start=44
   _globals['_ITEMSTATUS']._serialized_end=87
   _globals['_FILTERCLAUSE']._serialized_start=89

@@ -13,10 +13,12 @@ class Modality(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MODALITY_IMAGE: _ClassVar[Modality]
     MODALITY_TEXT: _ClassVar[Modality]
     MODALITY_VIDEO: _ClassVar[Modality]
+    MODALITY_AUDIO: _ClassVar[Modality]
 MODALITY_UNSPECIFIED: Modality
 MODALITY_IMAGE: Modality
 MODALITY_TEXT: Modality
 MODALITY_VIDEO: Modality
+MODALITY_AUDIO: Modality
 
 class ItemStatus(_message.Message):
     __slots__ = ("code", "message")

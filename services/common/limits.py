@@ -50,6 +50,9 @@ class Limits:
     )
     max_text_chars: int = setting("MAX_TEXT_CHARS", 2048, "Longest query or item text, in characters.", min=1)
     max_image_bytes: int = setting("MAX_IMAGE_BYTES", 20 * 1024 * 1024, "Largest query or item image, in bytes.", min=1)
+    max_audio_bytes: int = setting(
+        "MAX_AUDIO_BYTES", 20 * 1024 * 1024, "Largest sound file sent to the audio encoder, in bytes.", min=1
+    )
     max_metadata_bytes: int = setting(
         "MAX_METADATA_BYTES", 4096, "Most bytes of metadata (keys, values and tags together) per item.", min=0
     )
@@ -93,6 +96,16 @@ class Limits:
             raise LimitError(
                 f"{what} has {len(data)} bytes; the limit is {self.max_image_bytes} "
                 "(CROSSMODAL_MAX_IMAGE_BYTES); send a smaller or more compressed file"
+            )
+
+    def check_audio(self, data: bytes, what: str = "the sound") -> None:
+        """Refuse empty audio bytes or more than CROSSMODAL_MAX_AUDIO_BYTES."""
+        if not data:
+            raise LimitError(f"{what} is empty (0 bytes); send the bytes of an audio file")
+        if len(data) > self.max_audio_bytes:
+            raise LimitError(
+                f"{what} has {len(data)} bytes; the limit is {self.max_audio_bytes} "
+                "(CROSSMODAL_MAX_AUDIO_BYTES); send a shorter or more compressed file"
             )
 
     def check_metadata(self, metadata: Mapping[str, str], tags: Iterable[str]) -> None:

@@ -1,7 +1,7 @@
-"""The typed settings of an encoder service, the same for both towers, and the checks made before loading.
+"""The typed settings of an encoder service, the same for every tower, and the checks made before loading.
 
-Both towers read the same variables: a text server ignores the image-only `max_image_pixels`, an
-image server the tokenizer's context. The contract limits (text length, image bytes, ...) are the
+Every tower reads the same variables: a text server ignores the image-only `max_image_pixels` and the
+audio-only limits, an image server the tokenizer's context. The contract limits (text length, image bytes, ...) are the
 shared `Limits`, read from the same variables as the gateway and the index, so the services cannot
 disagree about what a valid input is.
 """
@@ -109,6 +109,21 @@ class EncoderConfig:
         min=1,
         max=2**40,
     )
+    max_audio_seconds: float = setting(
+        "ENCODER_MAX_AUDIO_SECONDS",
+        600.0,
+        "Longest sound encoder_audio decodes, in seconds; decoding stops there and the sound is refused "
+        "(INVALID_ARGUMENT), so a long or hostile file costs at most this much audio in memory.",
+        min=0.1,
+        max=86_400,
+    )
+    max_audio_channels: int = setting(
+        "ENCODER_MAX_AUDIO_CHANNELS",
+        8,
+        "Most channels of a sound encoder_audio accepts (they are mixed to mono).",
+        min=1,
+        max=64,
+    )
     limits: Limits = dataclasses.field(default_factory=Limits)
 
     def __post_init__(self) -> None:
@@ -128,7 +143,7 @@ class EncoderConfig:
 
 @dataclasses.dataclass(frozen=True)
 class EncoderServiceConfig:
-    """Everything an encoder_text or encoder_image process reads from the environment."""
+    """Everything an encoder_text, encoder_image or encoder_audio process reads from the environment."""
 
     server: ServerConfig = dataclasses.field(default_factory=ServerConfig)
     encoder: EncoderConfig = dataclasses.field(default_factory=EncoderConfig)

@@ -1,0 +1,1 @@
+"""crossmodal encoder_audio service."""

@@ -1,0 +1,83 @@
+"""The audio tower: the contract's size limit, decoding with limits, the log-mel front end and the bundle's audio model."""
+
+from __future__ import annotations
+
+import io
+import wave
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import structlog
+
+from crossmodal.bundle import AudioInputError, ModelBundle, decode_audio
+from crossmodal.bundle.audio import DecodeLimits, LogMel, fit_clip
+from services.encoder.config import EncoderConfig
+from services.encoder.engine import Prepared
+from services.encoder.errors import InvalidItemError
+
+log = structlog.get_logger("encoder_audio")
+
+
+def _warmup_sounds() -> list[bytes]:
+    # A short tone and one longer than any clip, as 16-bit WAV: decoding, resampling, fitting and cutting.
+    out = []
+    for seconds in (0.5, 12.0):
+        t = np.arange(int(16_000 * seconds)) / 16_000
+        pcm = (0.3 * np.sin(2 * np.pi * 440 * t) * 32767).astype("<i2")
+        buf = io.BytesIO()
+        with wave.open(buf, "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(16_000)
+            w.writeframes(pcm.tobytes())
+        out.append(buf.getvalue())
+    return out
+
+
+class AudioTower:
+    """Checks and decodes sounds, computes their log-mel features, and runs the bundle's audio tower."""
+
+    # One sound per pool task, so that the sounds of one request decode in parallel.
+    preprocess_chunk = 1
+
+    def __init__(self, bundle: ModelBundle, config: EncoderConfig) -> None:
+        self._bundle = bundle
+        self._audio = bundle.audio_config
+        self._limits = config.limits
+        self._decode_limits = DecodeLimits(config.max_audio_seconds, config.max_audio_channels)
+        self._log_mel = LogMel(self._audio)
+
+    def check(self, content: bytes) -> None:
+        """Refuse empty sounds and sounds over CROSSMODAL_MAX_AUDIO_BYTES (`LimitError`) before the pool."""
+        self._limits.check_audio(content)
+
+    def cheap(self, contents: Sequence[bytes]) -> bool:
+        """Never: decoding and resampling a sound takes milliseconds."""
+        return False
+
+    def prepare(self, contents: Sequence[bytes]) -> list[Prepared | InvalidItemError]:
+        """Decode each sound within the limits and compute the log-mel of its first clip."""
+        out: list[Prepared | InvalidItemError] = []
+        for data in contents:
+            try:
+                samples = decode_audio(data, self._audio.sample_rate, self._decode_limits)
+                cut = samples.shape[0] > self._audio.clip_samples
+                out.append(Prepared(self._log_mel(fit_clip(samples, self._audio)), truncated=cut))
+            except AudioInputError as exc:
+                out.append(InvalidItemError(f"{exc.kind}: {exc.reason}"))
+            except Exception as exc:  # hostile files reach odd corners of the decoders; never fail the batch
+                log.warning("audio decoding failed unexpectedly", error=repr(exc))
+                out.append(InvalidItemError(f"the sound cannot be decoded ({type(exc).__name__}: {exc})"))
+        return out
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Run the audio tower on log-mel features (n, frames, n_mels)."""
+        return self._bundle.encode_audio_features(batch)
+
+    def warmup_contents(self) -> list[bytes]:
+        """A short tone and a long one, to load the decoders and size the buffers before the first request."""
+        return _warmup_sounds()
+
+    def describe(self) -> Mapping[str, float | int]:
+        """The clip length and the sample rate."""
+        return {"clip_seconds": self._audio.clip_seconds, "sample_rate": self._audio.sample_rate}
