@@ -36,7 +36,6 @@ from torch import nn
 import crossmodal
 from crossmodal.bundle.audio import AudioConfig, LogMel, fit_clip
 from crossmodal.bundle.errors import BundleError
-from crossmodal.bundle.loader import ModelBundle
 from crossmodal.bundle.manifest import AUDIO_INPUT, PRECISIONS, TEXT_INPUT, FileEntry, Manifest, Variant, sha256_file
 from crossmodal.bundle.probes import cosine_stats, probe_texts
 from crossmodal.bundle.tokenizer import HfTokenizer
@@ -51,8 +50,8 @@ from crossmodal.export.exporter import (
     Progress,
     _export_onnx,
     _prepare_dir,
-    _publish,
     _run_onnx,
+    _write_verified,
 )
 from crossmodal.export.precision import convert_fp16, quantize_int8
 
@@ -554,15 +553,7 @@ def export_clap_bundle(
             },
             source=loaded.source,
         )
-        manifest.check()
-        manifest.write(staging)
-        say("verifying the bundle")
-        for precision in wanted:
-            try:
-                ModelBundle.open(staging, precision=precision, providers=["CPUExecutionProvider"])
-            except BundleError as exc:
-                raise ExportError(f"the written bundle does not verify ({exc})") from exc
-        _publish(staging, out_dir)
+        _write_verified(manifest, staging, out_dir, wanted, say)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

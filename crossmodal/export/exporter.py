@@ -258,6 +258,21 @@ def _publish(staging: Path, out_dir: Path) -> None:
     staging.rename(out_dir)
 
 
+def _write_verified(
+    manifest: Manifest, staging: Path, out_dir: Path, precisions: Sequence[str], say: Callable[[str], None]
+) -> None:
+    """Write the manifest, open every precision of the staged bundle as a service would, then publish it."""
+    manifest.check()
+    manifest.write(staging)
+    say("verifying the bundle")
+    for precision in precisions:
+        try:
+            ModelBundle.open(staging, precision=precision, providers=["CPUExecutionProvider"])
+        except BundleError as exc:
+            raise ExportError(f"the written bundle does not verify ({exc})") from exc
+    _publish(staging, out_dir)
+
+
 def export_bundle(
     model: nn.Module,
     out_dir: str | Path,
@@ -389,15 +404,7 @@ def export_bundle(
             },
             source=source,
         )
-        manifest.check()
-        manifest.write(staging)
-        say("verifying the bundle")
-        for precision in wanted:
-            try:
-                ModelBundle.open(staging, precision=precision, providers=["CPUExecutionProvider"])
-            except BundleError as exc:
-                raise ExportError(f"the written bundle does not verify ({exc})") from exc
-        _publish(staging, out_dir)
+        _write_verified(manifest, staging, out_dir, wanted, say)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
