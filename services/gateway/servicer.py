@@ -19,7 +19,7 @@ from services.gateway.ingest import IngestPipeline
 from services.gateway.search import Searcher
 from services.gateway.validation import check_search
 from services.gateway.video import VideoIngest, video_frame_ids
-from services.gateway.writer import Writer
+from services.gateway.writer import Writer, delete_in_batches
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
@@ -81,9 +81,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         """Delete ids from every replica of their shards; a video's id deletes its frames first, then it."""
         ids = self.config.limits.check_ids(request.ids)
         frames = video_frame_ids(await self.writer.latest(ids))
-        positions = []
-        for start in range(0, len(frames), self.config.limits.max_batch):
-            positions.extend((await self.writer.delete(frames[start : start + self.config.limits.max_batch])).positions)
+        positions = (await delete_in_batches(self.writer, frames, self.config.limits.max_batch)).positions
         outcome = await self.writer.delete(ids)
         return gateway_pb2.DeleteResponse(deleted=outcome.deleted, positions=[*positions, *outcome.positions])
 

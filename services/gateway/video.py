@@ -44,7 +44,7 @@ from services.gateway.moments import (
     VIDEO_ID_KEY,
 )
 from services.gateway.validation import check_video_frame, check_video_header
-from services.gateway.writer import Writer
+from services.gateway.writer import Writer, delete_in_batches
 
 log = structlog.get_logger("gateway")
 VIDEO = types_pb2.MODALITY_VIDEO
@@ -184,9 +184,7 @@ class VideoIngest:
             await self._roll_back(video_id, covered)
             raise
         stale = [frame_id(video_id, n) for n in range(len(items), old_frames)]
-        for start in range(0, len(stale), self.config.limits.max_batch):
-            outcome = await self.writer.delete(stale[start : start + self.config.limits.max_batch])
-            positions.extend(outcome.positions)
+        positions.extend((await delete_in_batches(self.writer, stale, self.config.limits.max_batch)).positions)
         log.info("video stored", video=video_id[:80], frames=len(items), replaced=len(stale), shard=shard)
         return gateway_pb2.IngestVideoResponse(
             id=video_id, frames=len(items), shard=shard, positions=_latest(positions), replaced_frames=len(stale)
@@ -205,9 +203,7 @@ class VideoIngest:
         """Delete what a failed write may have left; if that fails too, the record still covers it all."""
         ids = [frame_id(video_id, n) for n in range(covered)]
         try:
-            for start in range(0, len(ids), self.config.limits.max_batch):
-                await self.writer.delete(ids[start : start + self.config.limits.max_batch])
-            await self.writer.delete([video_id])
+            await delete_in_batches(self.writer, [*ids, video_id], self.config.limits.max_batch)
         except GatewayError as exc:
             log.warning(
                 "video roll-back failed; its record still lists every frame, so a retry or Delete removes them",

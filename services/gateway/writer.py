@@ -70,6 +70,16 @@ class Writer(Protocol):
         ...
 
 
+async def delete_in_batches(writer: Writer, ids: Sequence[str], batch: int) -> DeleteOutcome:
+    """Delete any number of ids, `batch` at a time (a video's frames can outnumber CROSSMODAL_MAX_BATCH)."""
+    deleted, positions = 0, []
+    for start in range(0, len(ids), batch):
+        outcome = await writer.delete(ids[start : start + batch])
+        deleted += outcome.deleted
+        positions.extend(outcome.positions)
+    return DeleteOutcome(deleted, positions)
+
+
 class DirectWriter:
     """Writes every replica of a shard at once; an item is stored when all of them committed it."""
 
