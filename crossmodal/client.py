@@ -487,6 +487,10 @@ class Client:
                         seconds=frame.seconds, image=frame.image, scene_change=frame.scene_change
                     )
                     yield gateway_pb2.IngestVideoRequest(frame=message)
+            except GeneratorExit:
+                # gRPC closes the stream once the call has ended (the gateway refused the video early): the
+                # call's own status is the answer, not a failure of the frames.
+                raise
             except BaseException as exc:  # noqa: BLE001 - raised to the caller once the call is cancelled
                 failure.append(exc)
                 started.wait()
