@@ -439,7 +439,16 @@ def cluster(service_image: BuiltImage, gallery: list[dict[str, str]]) -> Iterato
 
 def test_every_pod_runs_as_the_chart_asks(cluster: DockerCluster) -> None:
     names = sorted(p.name.removeprefix("search-crossmodal-") for p in cluster.pods)
-    assert names == ["encoder-image-0", "encoder-text-0", "gateway-0", "http-0", "index-0-0", "index-1-0", "log-0"]
+    assert names == [
+        "encoder-image-0",
+        "encoder-text-0",
+        "gateway-0",
+        "http-0",
+        "http-1",
+        "index-0-0",
+        "index-1-0",
+        "log-0",
+    ]
     for pod in cluster.pods:
         state = cluster.state(pod)
         host = state["HostConfig"]
