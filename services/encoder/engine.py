@@ -73,8 +73,8 @@ class Tower(Protocol):
         """Valid inputs that exercise the whole path once before the service reports SERVING."""
         ...
 
-    def describe(self) -> Mapping[str, int]:
-        """The tower-specific fields of the model description (context length or image size)."""
+    def describe(self) -> Mapping[str, float]:
+        """The tower-specific fields of the model description (context length, image size, clip and rate)."""
         ...
 
 

@@ -110,7 +110,7 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
             max_batch=cfg.max_batch,
             max_request_items=cfg.max_request_items,
             providers=bundle.providers,
-            **tower.describe(),
+            **tower.describe(),  # type: ignore[arg-type]  # each tower names its own fields, of their types
         )
 
     # --- helpers ---------------------------------------------------------------------------------

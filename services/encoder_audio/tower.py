@@ -78,6 +78,6 @@ class AudioTower:
         """A short tone and a long one, to load the decoders and size the buffers before the first request."""
         return _warmup_sounds()
 
-    def describe(self) -> Mapping[str, float | int]:
+    def describe(self) -> Mapping[str, float]:
         """The clip length and the sample rate."""
         return {"clip_seconds": self._audio.clip_seconds, "sample_rate": self._audio.sample_rate}
