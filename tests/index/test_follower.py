@@ -158,7 +158,11 @@ def test_two_replicas_converge_with_replacements_and_deletes(
     # The same items, down to the exhaustive search order.
     probe = vector("probe", 0)
     request = index_pb2.SearchShardRequest(shard=0, vector=probe, k=1000, exact=True, include_vectors=True)
-    hits = [[(h.id, tuple(h.metadata.items())) for h in r.stub.SearchShard(request, timeout=30).hits] for r in replicas]
+    # A protobuf map has no order: compare each hit's metadata sorted.
+    hits = [
+        [(h.id, tuple(sorted(h.metadata.items()))) for h in r.stub.SearchShard(request, timeout=30).hits]
+        for r in replicas
+    ]
     assert hits[0] == hits[1]
     assert {h[0] for h in hits[0]} == set(expected)
 
