@@ -39,6 +39,22 @@ class Prepared:
     truncated: bool = False
 
 
+def prepare_each(
+    contents: Sequence[bytes], prepare_one: Callable[[bytes], Prepared], what: str
+) -> list[Prepared | InvalidItemError]:
+    """Prepare encoded files one by one: an InvalidItemError fails its item alone, and so does any other error."""
+    out: list[Prepared | InvalidItemError] = []
+    for data in contents:
+        try:
+            out.append(prepare_one(data))
+        except InvalidItemError as exc:
+            out.append(exc)
+        except Exception as exc:  # hostile files reach odd corners of the decoders; never fail the batch
+            log.warning(f"{what} decoding failed unexpectedly", error=repr(exc))
+            out.append(InvalidItemError(f"the {what} cannot be decoded ({type(exc).__name__}: {exc})"))
+    return out
+
+
 @dataclass(frozen=True)
 class Encoded:
     """One item's L2-normalised embedding, and whether its input was truncated to fit the model."""

@@ -1,4 +1,4 @@
-"""The audio tower: the contract's size limit, decoding with limits, the log-mel front end and the bundle's audio model."""
+"""The audio tower: the size limit, decoding with limits, the log-mel front end and the bundle's audio model."""
 
 from __future__ import annotations
 
@@ -7,15 +7,12 @@ import wave
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-import structlog
 
 from crossmodal.bundle import AudioInputError, ModelBundle, decode_audio
 from crossmodal.bundle.audio import DecodeLimits, LogMel, fit_clip
 from services.encoder.config import EncoderConfig
-from services.encoder.engine import Prepared
+from services.encoder.engine import Prepared, prepare_each
 from services.encoder.errors import InvalidItemError
-
-log = structlog.get_logger("encoder_audio")
 
 
 def _warmup_sounds() -> list[bytes]:
@@ -57,18 +54,15 @@ class AudioTower:
 
     def prepare(self, contents: Sequence[bytes]) -> list[Prepared | InvalidItemError]:
         """Decode each sound within the limits and compute the log-mel of its first clip."""
-        out: list[Prepared | InvalidItemError] = []
-        for data in contents:
-            try:
-                samples = decode_audio(data, self._audio.sample_rate, self._decode_limits)
-                cut = samples.shape[0] > self._audio.clip_samples
-                out.append(Prepared(self._log_mel(fit_clip(samples, self._audio)), truncated=cut))
-            except AudioInputError as exc:
-                out.append(InvalidItemError(f"{exc.kind}: {exc.reason}"))
-            except Exception as exc:  # hostile files reach odd corners of the decoders; never fail the batch
-                log.warning("audio decoding failed unexpectedly", error=repr(exc))
-                out.append(InvalidItemError(f"the sound cannot be decoded ({type(exc).__name__}: {exc})"))
-        return out
+        return prepare_each(contents, self._prepare_one, "sound")
+
+    def _prepare_one(self, data: bytes) -> Prepared:
+        try:
+            samples = decode_audio(data, self._audio.sample_rate, self._decode_limits)
+        except AudioInputError as exc:
+            raise InvalidItemError(f"{exc.kind}: {exc.reason}") from None
+        cut = samples.shape[0] > self._audio.clip_samples
+        return Prepared(self._log_mel(fit_clip(samples, self._audio)), truncated=cut)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """Run the audio tower on log-mel features (n, frames, n_mels)."""

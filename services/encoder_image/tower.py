@@ -6,15 +6,12 @@ import io
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-import structlog
 from PIL import Image
 
 from crossmodal.bundle import ImageInputError, ModelBundle, decode_image, preprocess_image
 from services.encoder.config import EncoderConfig
-from services.encoder.engine import Prepared
+from services.encoder.engine import Prepared, prepare_each
 from services.encoder.errors import InvalidItemError
-
-log = structlog.get_logger("encoder_image")
 
 
 def _warmup_images() -> list[bytes]:
@@ -52,20 +49,17 @@ class ImageTower:
 
     def prepare(self, contents: Sequence[bytes]) -> list[Prepared | InvalidItemError]:
         """Decode each image within the limits and preprocess it as the model was trained."""
-        out: list[Prepared | InvalidItemError] = []
-        for data in contents:
-            try:
-                # Scaled for the model's input: a camera photo decodes at 1/4 or 1/8 of its size.
-                img = decode_image(
-                    data, max_bytes=self._limits.max_image_bytes, max_pixels=self._max_pixels, scale_for=self._cfg
-                )
-                out.append(Prepared(preprocess_image(img, self._cfg)))
-            except ImageInputError as exc:
-                out.append(InvalidItemError(exc.reason))
-            except Exception as exc:  # hostile files reach odd corners of the decoders; never fail the batch
-                log.warning("image decoding failed unexpectedly", error=repr(exc))
-                out.append(InvalidItemError(f"the image cannot be decoded ({type(exc).__name__}: {exc})"))
-        return out
+        return prepare_each(contents, self._prepare_one, "image")
+
+    def _prepare_one(self, data: bytes) -> Prepared:
+        try:
+            # Scaled for the model's input: a camera photo decodes at 1/4 or 1/8 of its size.
+            img = decode_image(
+                data, max_bytes=self._limits.max_image_bytes, max_pixels=self._max_pixels, scale_for=self._cfg
+            )
+            return Prepared(preprocess_image(img, self._cfg))
+        except ImageInputError as exc:
+            raise InvalidItemError(exc.reason) from None
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """Run the image tower on preprocessed pixels (n, 3, H, W)."""
