@@ -9,9 +9,10 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 import grpc
+import numpy as np
 
 from crossmodal.transport import RECONNECT_OPTIONS, RETRYABLE, code_of
 from crossmodal.v1 import gateway_pb2, gateway_pb2_grpc, types_pb2
@@ -19,19 +20,24 @@ from crossmodal.v1 import gateway_pb2, gateway_pb2_grpc, types_pb2
 if TYPE_CHECKING:
     from crossmodal.video import VideoOptions
 
-Target = Literal["any", "image", "text", "video"]
+Target = Literal["any", "image", "text", "video", "audio"]
 _MODALITY = {
     "any": types_pb2.MODALITY_UNSPECIFIED,
     "image": types_pb2.MODALITY_IMAGE,
     "text": types_pb2.MODALITY_TEXT,
     "video": types_pb2.MODALITY_VIDEO,
+    "audio": types_pb2.MODALITY_AUDIO,
 }
+# PCM bytes per AudioChunk (2 s at 16 kHz), well within the gateway's CROSSMODAL_GATEWAY_AUDIO_MAX_CHUNK_BYTES.
+AUDIO_CHUNK_BYTES = 64 * 1024
+# The rate sounds are decoded to when the cluster has no audio tower (the gateway refuses them then anyway).
+_FALLBACK_RATE = 48_000
 _NAMES = {number: name for name, number in _MODALITY.items()}
 
 
 @dataclass(frozen=True)
 class Hit:
-    """One search result; a video moment (target "video") also has its span and best frame's time."""
+    """One search result; a moment (target "video" or "audio") also has its span and best part's time."""
 
     id: str
     score: float
@@ -61,17 +67,24 @@ class SearchResult:
     hits: list[Hit]
     partial_shards: list[int]
     model_id: str
+    # The query sound was longer than the audio tower's clip: only its first clip was searched with.
+    query_truncated: bool = False
 
 
 @dataclass(frozen=True)
 class Item:
-    """An item to ingest: an id and either image bytes or a text, with metadata and tags."""
+    """An item to ingest: an id and one of image bytes, a text or sound file bytes, with metadata and tags.
+
+    A sound sent this way is stored whole, encoded from its first clip; `Client.ingest_audio_file` stores
+    a sound of any length (as windows found as moments) and records its length.
+    """
 
     id: str
     image: bytes | None = None
     text: str | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
     tags: Sequence[str] = ()
+    audio: bytes | None = None
 
     @classmethod
     def from_image_file(
@@ -99,6 +112,21 @@ class VideoAck:
     frames: int
     shard: int
     replaced_frames: int
+    # Windows of its audio track stored (0: sent without sound), and those of an earlier version removed.
+    audio_windows: int = 0
+    replaced_audio_windows: int = 0
+
+
+@dataclass(frozen=True)
+class AudioAck:
+    """A stored sound: its id, its windows (0: stored whole, no longer than one clip), its shard, the windows
+    of an earlier version removed, and its length in seconds."""
+
+    id: str
+    windows: int
+    shard: int
+    replaced_windows: int
+    duration: float
 
 
 @dataclass(frozen=True)
@@ -155,6 +183,9 @@ class Stats:
     dim: int
     total_count: int
     shards: dict[int, list[ReplicaInfo]]
+    # The audio tower's sample rate and clip length; 0 when the cluster has no audio encoder.
+    audio_sample_rate: int = 0
+    audio_clip_seconds: float = 0.0
 
 
 class IngestJournal:
@@ -241,6 +272,16 @@ class IngestJournal:
         self.close()
 
 
+def _audio_chunks(pcm: Iterable[bytes]) -> Iterator[gateway_pb2.AudioChunk]:
+    """PCM byte strings as AudioChunks numbered by their first sample (at most AUDIO_CHUNK_BYTES each)."""
+    first = 0
+    for block in pcm:
+        for start in range(0, len(block), AUDIO_CHUNK_BYTES):
+            piece = block[start : start + AUDIO_CHUNK_BYTES]
+            yield gateway_pb2.AudioChunk(pcm=piece, first_sample=first)
+            first += len(piece) // 2
+
+
 def build_filter(
     equals: Mapping[str, str | Sequence[str]] | None = None, tags_all: Sequence[str] = (), tags_any: Sequence[str] = ()
 ) -> types_pb2.Filter:
@@ -289,6 +330,7 @@ class Client:
         self._stub = gateway_pb2_grpc.GatewayServiceStub(self._channel)
         self._metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
         self.timeout = timeout
+        self._audio_rate: int | None = None
 
     def close(self) -> None:
         """Close the channel."""
@@ -325,6 +367,7 @@ class Client:
         image: bytes | None = None,
         vector: Sequence[float] | None = None,
         like_id: str | None = None,
+        audio: bytes | None = None,
         k: int = 10,
         target: Target = "any",
         filter: types_pb2.Filter | None = None,
@@ -335,14 +378,15 @@ class Client:
         after: Sequence[Position] | None = None,
         include_video_frames: bool = False,
     ) -> SearchResult:
-        """Search with exactly one of text, image, vector or like_id; raises grpc.RpcError on failure.
+        """Search with exactly one of text, image, sound file bytes, vector or like_id; raises grpc.RpcError.
 
         target="video" answers K moments of videos (Hit.start, .end, .best in seconds; Hit.id the video's).
-        With target="image", `include_video_frames` lets frames of videos answer as images too.
+        target="audio" answers sounds: short ones whole (start 0, end their length), long sounds and videos'
+        audio tracks as moments. With target="image", `include_video_frames` lets frames answer as images.
         """
-        given = [x is not None for x in (text, image, vector, like_id)]
+        given = [x is not None for x in (text, image, vector, like_id, audio)]
         if sum(given) != 1:
-            raise ValueError("give exactly one of text, image, vector or like_id")
+            raise ValueError("give exactly one of text, image, audio, vector or like_id")
         request = gateway_pb2.SearchRequest(
             k=k,
             target=_MODALITY[target],
@@ -357,6 +401,8 @@ class Client:
             request.text = text
         elif image is not None:
             request.image = image
+        elif audio is not None:
+            request.audio = audio
         elif vector is not None:
             request.vector.values.extend(vector)
         else:
@@ -379,6 +425,7 @@ class Client:
             ],
             partial_shards=list(reply.partial_shards),
             model_id=reply.model_id,
+            query_truncated=reply.query_truncated,
         )
 
     def ingest(self, items: Iterable[Item], *, window: int = 256, timeout: float | None = None) -> Iterator[Ack]:
@@ -403,6 +450,8 @@ class Client:
                         request.image = item.image
                     elif item.text is not None:
                         request.text = item.text
+                    elif item.audio is not None:
+                        request.audio = item.audio
                     yield request
             except BaseException as exc:  # surfaced to the caller after the stream ends
                 errors.put(exc)
@@ -459,6 +508,8 @@ class Client:
         metadata: Mapping[str, str] | None = None,
         tags: Sequence[str] = (),
         timeout: float | None = None,
+        audio: Iterable[bytes] | None = None,
+        audio_sample_rate: int = 0,
     ) -> VideoAck:
         """Store a video from its sampled frames (in time order), replacing any earlier version of it.
 
@@ -467,36 +518,63 @@ class Client:
         `frames` (a file found damaged half-way) cancels the call, and nothing of the video is stored.
         Raises grpc.RpcError when the gateway refuses the video (INVALID_ARGUMENT: a limit; retryable codes:
         try again). `crossmodal.video.sample_video` turns a file into frames; `ingest_video_file` does both.
+        `audio`: the video's sound as 16-bit mono PCM at `audio_sample_rate`, sent after the frames and
+        stored as audio windows (the cluster must have an audio tower).
+        """
+        header = gateway_pb2.VideoHeader(
+            id=video_id,
+            metadata=dict(metadata or {}),
+            tags=list(tags),
+            duration_seconds=duration,
+            sample_interval_seconds=interval,
+            audio_sample_rate=audio_sample_rate if audio is not None else 0,
+        )
+
+        def requests() -> Iterator[gateway_pb2.IngestVideoRequest]:
+            yield gateway_pb2.IngestVideoRequest(header=header)
+            for frame in frames:
+                message = gateway_pb2.VideoFrame(
+                    seconds=frame.seconds, image=frame.image, scene_change=frame.scene_change
+                )
+                yield gateway_pb2.IngestVideoRequest(frame=message)
+            for chunk in _audio_chunks(audio or ()):
+                yield gateway_pb2.IngestVideoRequest(audio=chunk)
+
+        reply = self._store_stream(self._stub.IngestVideo, requests(), timeout)
+        return VideoAck(
+            reply.id,
+            reply.frames,
+            reply.shard,
+            reply.replaced_frames,
+            reply.audio_windows,
+            reply.replaced_audio_windows,
+        )
+
+    def _store_stream(
+        self, method: grpc.StreamUnaryMultiCallable, messages: Iterator[Any], timeout: float | None
+    ) -> Any:
+        """Send a client stream that stores one medium; its reply, or the error of `messages` or the call.
+
+        An exception raised by `messages` (a file found damaged half-way) cancels the call, so the gateway
+        stores nothing of it, and is raised here.
         """
         failure: list[BaseException] = []
         call: list[grpc.Future] = []
         started = threading.Event()
 
-        def requests() -> Iterator[gateway_pb2.IngestVideoRequest]:
-            header = gateway_pb2.VideoHeader(
-                id=video_id,
-                metadata=dict(metadata or {}),
-                tags=list(tags),
-                duration_seconds=duration,
-                sample_interval_seconds=interval,
-            )
-            yield gateway_pb2.IngestVideoRequest(header=header)
+        def requests() -> Iterator[Any]:
             try:
-                for frame in frames:
-                    message = gateway_pb2.VideoFrame(
-                        seconds=frame.seconds, image=frame.image, scene_change=frame.scene_change
-                    )
-                    yield gateway_pb2.IngestVideoRequest(frame=message)
+                yield from messages
             except GeneratorExit:
-                # gRPC closes the stream once the call has ended (the gateway refused the video early): the
-                # call's own status is the answer, not a failure of the frames.
+                # gRPC closes the stream once the call has ended (the gateway refused it early): the call's
+                # own status is the answer, not a failure of the messages.
                 raise
             except BaseException as exc:  # noqa: BLE001 - raised to the caller once the call is cancelled
                 failure.append(exc)
                 started.wait()
                 call[0].cancel()  # the gateway sees the call cancelled, not ended: it stores nothing of it
 
-        call.append(self._stub.IngestVideo.future(requests(), timeout=timeout, metadata=self._metadata))
+        call.append(method.future(requests(), timeout=timeout, metadata=self._metadata))
         started.set()
         try:
             reply = call[0].result()
@@ -506,7 +584,85 @@ class Client:
             raise
         for position in reply.positions:
             self._saw(position)
-        return VideoAck(reply.id, reply.frames, reply.shard, reply.replaced_frames)
+        return reply
+
+    def audio_sample_rate(self) -> int:
+        """The cluster's audio tower's sample rate (0: it has none), asked once and remembered."""
+        if self._audio_rate is None:
+            self._audio_rate = self.stats().audio_sample_rate
+        return self._audio_rate
+
+    def ingest_audio(
+        self,
+        sound_id: str,
+        pcm: Iterable[bytes],
+        *,
+        sample_rate: int,
+        duration: float = 0.0,
+        metadata: Mapping[str, str] | None = None,
+        tags: Sequence[str] = (),
+        timeout: float | None = None,
+    ) -> AudioAck:
+        """Store a sound from its samples (16-bit little-endian mono PCM at `sample_rate`, in any chunks).
+
+        Streamed as the iterable yields, so a sound of any length is never held whole by the gateway; one
+        no longer than the audio tower's clip is stored as one item, a longer one as windows found as
+        moments. An exception raised by `pcm` cancels the call and nothing is stored. Raises grpc.RpcError
+        when the gateway refuses the sound (FAILED_PRECONDITION: the cluster has no audio tower).
+        """
+        header = gateway_pb2.AudioHeader(
+            id=sound_id,
+            metadata=dict(metadata or {}),
+            tags=list(tags),
+            sample_rate=sample_rate,
+            duration_seconds=duration,
+        )
+
+        def requests() -> Iterator[gateway_pb2.IngestAudioRequest]:
+            yield gateway_pb2.IngestAudioRequest(header=header)
+            for chunk in _audio_chunks(pcm):
+                yield gateway_pb2.IngestAudioRequest(chunk=chunk)
+
+        reply = self._store_stream(self._stub.IngestAudio, requests(), timeout)
+        return AudioAck(reply.id, reply.windows, reply.shard, reply.replaced_windows, reply.duration_seconds)
+
+    def ingest_audio_file(
+        self,
+        sound_id: str,
+        path: str | Path,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        tags: Sequence[str] = (),
+        max_seconds: float = 4 * 3600.0,
+        timeout: float | None = None,
+    ) -> AudioAck:
+        """Decode a sound file (WAV, FLAC, MP3, OGG/Opus, M4A, ...) with PyAV here and store it with `ingest_audio`.
+
+        The file is decoded to mono at the audio tower's rate, so the gateway never runs FFmpeg on it. The
+        metadata gets the file's absolute `path`. Raises crossmodal.bundle.AudioInputError for a file that
+        cannot be used (corrupt, truncated, empty, an unsupported codec, too many channels, an absurd rate,
+        longer than `max_seconds`): nothing of it is stored.
+        """
+        rate = self.audio_sample_rate()
+        meta = {"path": str(Path(path).resolve()), **(metadata or {})}
+        if not rate:
+            # No audio tower: the gateway refuses the header with its own FAILED_PRECONDITION message.
+            return self.ingest_audio(
+                sound_id, (), sample_rate=_FALLBACK_RATE, metadata=meta, tags=tags, timeout=timeout
+            )
+        from crossmodal.bundle.audio import DecodeLimits, decode_audio
+
+        samples = decode_audio(Path(path).read_bytes(), rate, DecodeLimits(max_seconds=max_seconds))
+        pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+        return self.ingest_audio(
+            sound_id,
+            (pcm[i : i + AUDIO_CHUNK_BYTES] for i in range(0, len(pcm), AUDIO_CHUNK_BYTES)),
+            sample_rate=rate,
+            duration=samples.shape[0] / rate,
+            metadata=meta,
+            tags=tags,
+            timeout=timeout,
+        )
 
     def ingest_video_file(
         self,
@@ -517,18 +673,22 @@ class Client:
         metadata: Mapping[str, str] | None = None,
         tags: Sequence[str] = (),
         timeout: float | None = None,
+        sound: bool = True,
     ) -> VideoAck:
         """Decode a video file with PyAV, sample its frames (`options`) and store it with `ingest_video`.
 
-        The metadata gets the file's absolute `path` (as image files do) and its duration. Raises
-        crossmodal.video.VideoError for a file that cannot be used (damaged, truncated, no video, an
-        unsupported codec, over a limit): nothing of it is stored.
+        The metadata gets the file's absolute `path` (as image files do) and its duration. When the file
+        has sound, `sound` is true and the cluster has an audio tower, its audio track is decoded too (at
+        the tower's rate) and stored as audio windows. Raises crossmodal.video.VideoError for a file that
+        cannot be used (damaged, truncated, no video, an unsupported codec, over a limit): nothing of it is
+        stored.
         """
-        from crossmodal.video import VideoOptions, sample_video
+        from crossmodal.video import VideoOptions, audio_track, sample_video
 
         options = options or VideoOptions()
         info, frames = sample_video(path, options)
         meta = {"path": str(Path(path).resolve()), "duration": f"{info.duration:.3f}", **(metadata or {})}
+        rate = self.audio_sample_rate() if sound and info.audio else 0
         return self.ingest_video(
             video_id,
             (VideoFrame(f.seconds, f.jpeg, f.scene_change) for f in frames),
@@ -537,6 +697,8 @@ class Client:
             metadata=meta,
             tags=tags,
             timeout=timeout,
+            audio=audio_track(path, rate, options.max_seconds, AUDIO_CHUNK_BYTES) if rate else None,
+            audio_sample_rate=rate,
         )
 
     def delete(self, ids: Sequence[str], timeout: float | None = None) -> int:
@@ -563,6 +725,17 @@ class Client:
         ]
         return found, list(reply.missing)
 
+    def reshard(
+        self, shards: int, *, dry_run: bool = False, timeout: float | None = None
+    ) -> Iterator[gateway_pb2.ReshardProgress]:
+        """Admin: move the write log's partitions so that `shards` shards own them; the progress as it comes.
+
+        Resumes a move that was interrupted; `dry_run` answers the plan only. No deadline unless `timeout`.
+        """
+        yield from self._stub.Reshard(
+            gateway_pb2.ReshardRequest(shards=shards, dry_run=dry_run), timeout=timeout, metadata=self._metadata
+        )
+
     def stats(self, timeout: float | None = None) -> Stats:
         """Collection statistics with per-replica health."""
         reply = self._stub.GetStats(
@@ -587,4 +760,6 @@ class Client:
                 ]
                 for s in reply.shards
             },
+            reply.audio_sample_rate,
+            reply.audio_clip_seconds,
         )

@@ -1,9 +1,16 @@
 """A local crossmodal cluster as processes: the write log, encoders, N shards x R replicas and a gateway.
 
+The encoders follow the bundle's manifest: a text encoder always, an image encoder when the bundle has an
+image tower, and an audio encoder when it has an audio tower (unless `ClusterSpec.audio` is off, for those
+who do not want to pay its memory). The gateway is given an empty address list for a tower that runs no
+encoder: with no audio encoder it refuses audio requests, saying so.
+
 Used by `crossmodal up`, `make demo`, the end-to-end tests and the benchmarks. Every process gets its
 own log file and ready file under the data directory; start() returns once all of them are SERVING.
 The fault tests use kill() (SIGKILL, as a crash) and restart(), which brings a process back on the same
-ports with the same environment and data, so the gateway's configured addresses stay valid.
+ports with the same environment and data, so the gateway's configured addresses stay valid. With a write
+log, add_shards() grows a running cluster by shard processes that own nothing until `crossmodal reshard`
+moves partitions to them (starting a cluster with more shards than its partition map uses does the same).
 
 The write log (`ClusterSpec.log`): with more than one replica per shard the gateway needs one, so by
 default a cluster with replicas > 1 first starts a local NATS JetStream server (crossmodal.logserver) with
@@ -50,9 +57,10 @@ from crossmodal.logserver import LogCluster, LogServer, LogServerError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BUNDLE = REPO_ROOT / "models" / "default"
-# Text encoders after the first take metrics ports base+3 ... base+8; the HTTP service base+9; the shards'
-# start at base+10.
-MAX_TEXT_ENCODERS = 7
+# Metrics ports from metrics_base_port: the gateway +0, the text encoder +1, the image encoder +2, the text
+# encoders after the first +3 ... +7, the audio encoder +8, the HTTP service +9, the shards from +10 on.
+MAX_TEXT_ENCODERS = 6
+AUDIO_METRICS_OFFSET = 8
 # Settings that name a file or directory: a relative value would be read against the child's working
 # directory, which is not the one the caller meant.
 _PATH_SUFFIXES = ("_FILE", "_DIR", "_BUNDLE")
@@ -120,12 +128,16 @@ class ClusterSpec:
     gateway_port: int = 50051
     text_encoder_port: int = 50052
     image_encoder_port: int = 50053
+    # The audio encoder's port; it runs only when the bundle has an audio tower and `audio` is on.
+    audio_encoder_port: int = 50055
     index_base_port: int = 50060
     metrics_base_port: int = 9100
     env: dict[str, str] = field(default_factory=dict)
     gateway_env: dict[str, str] = field(default_factory=dict)
     # More than one gives the gateway addresses to fail over between; those after the first use free ports.
     text_encoders: int = 1
+    # Start the audio encoder when the bundle has an audio tower; off, the cluster serves no audio.
+    audio: bool = True
     # One of LOG_MODES; empty: "single" when replicas > 1 (the gateway refuses replicas without a log), else "none".
     log: str = ""
     # The HTTP/JSON service and search page (services.http) in front of the gateway: its port (0: a free one),
@@ -146,6 +158,7 @@ class ClusterSpec:
             "gateway_port": 0,
             "text_encoder_port": 0,
             "image_encoder_port": 0,
+            "audio_encoder_port": 0,
             "index_base_port": 0,
             "metrics_base_port": 0,
         }
@@ -191,6 +204,8 @@ class LocalCluster:
         self.processes: list[ClusterProcess] = []
         self.gateway: ClusterProcess | None = None
         self.http: ClusterProcess | None = None
+        # The encoder of each tower the cluster runs, by tower ("text" is the first text encoder).
+        self.encoders: dict[str, ClusterProcess] = {}
         self.log: LogServer | LogCluster | None = None
         self._stopping = threading.Event()
         # Held while the supervisor starts a process, so stop() never races a restart.
@@ -333,6 +348,17 @@ class LocalCluster:
 
     # --- life cycle ------------------------------------------------------------------------------------
 
+    def towers(self) -> tuple[str, ...]:
+        """The towers whose encoders this cluster runs: the bundle's, less audio when `spec.audio` is off."""
+        # Imported here: the bundle package loads onnxruntime, which only the start of a cluster needs.
+        from crossmodal.bundle import BundleError, Manifest
+
+        try:
+            towers = Manifest.load(self.spec.bundle).towers
+        except BundleError as exc:
+            raise ClusterError(f"cannot start on the model bundle at {self.spec.bundle}: {exc}") from exc
+        return tuple(t for t in towers if t != "audio" or self.spec.audio)
+
     def start(self, timeout: float = 180.0) -> LocalCluster:
         """Start the write log, then encoders and shards, then the gateway once they are SERVING."""
         spec = self.spec
@@ -340,6 +366,7 @@ class LocalCluster:
             raise ClusterError(f"no model bundle at {spec.bundle} (model.json missing)")
         if not 1 <= spec.text_encoders <= MAX_TEXT_ENCODERS:
             raise ClusterError(f"text_encoders must be 1-{MAX_TEXT_ENCODERS}, not {spec.text_encoders}")
+        towers = self.towers()
         try:
             self._start_log()
             mbase = spec.metrics_base_port
@@ -357,37 +384,23 @@ class LocalCluster:
                 )
                 for n in range(spec.text_encoders)
             ]
-            image_encoder = self._process(
-                "encoder_image", "services.encoder_image", spec.image_encoder_port, self._port(mbase, 2), encoder_env
-            )
-            backends = [*text_encoders, image_encoder]
+            # One encoder per other tower the bundle has: (port, metrics port offset) of each.
+            others = {"image": (spec.image_encoder_port, 2), "audio": (spec.audio_encoder_port, AUDIO_METRICS_OFFSET)}
+            self.encoders = {"text": text_encoders[0]}
+            for tower, (port, offset) in others.items():
+                if tower in towers:
+                    self.encoders[tower] = self._process(
+                        f"encoder_{tower}", f"services.encoder_{tower}", port, self._port(mbase, offset), encoder_env
+                    )
+            encoders = [*text_encoders, *(p for t, p in self.encoders.items() if t != "text")]
+            backends = list(encoders)
             shard_map: list[list[ClusterProcess]] = []
             for shard in range(spec.shards):
-                replicas = []
-                for replica in range(spec.replicas):
-                    offset = shard * spec.replicas + replica
-                    port = self._port(spec.index_base_port, offset)
-                    if port == 0 and self.log is not None:
-                        # The gateway must be given this address before the replica is SERVING (see below).
-                        port = _free_port(spec.host)
-                    replicas.append(
-                        self._process(
-                            f"index-{shard}-{replica}",
-                            "services.index",
-                            port,
-                            self._port(mbase, 10 + offset),
-                            {
-                                **self._log_env(gateway=False),
-                                "CROSSMODAL_INDEX_DATA_DIR": str(spec.data_dir / "index" / f"replica-{replica}"),
-                                "CROSSMODAL_INDEX_SHARDS": str(shard),
-                            },
-                        )
-                    )
+                replicas = [self._index_process(shard, replica) for replica in range(spec.replicas)]
                 shard_map.append(replicas)
                 backends.extend(replicas)
             for process in backends:
                 self._launch(process)
-            encoders = [*text_encoders, image_encoder]
             index = [p for p in backends if p not in encoders]
             if self.log is None:
                 self._wait_ready(backends, timeout)
@@ -405,7 +418,9 @@ class LocalCluster:
                 {
                     **self._log_env(gateway=True),
                     "CROSSMODAL_GATEWAY_TEXT_ENCODERS": ",".join(p.address for p in text_encoders),
-                    "CROSSMODAL_GATEWAY_IMAGE_ENCODERS": image_encoder.address,
+                    # Empty for a tower that runs no encoder: the gateway refuses its modality then.
+                    "CROSSMODAL_GATEWAY_IMAGE_ENCODERS": self._encoder_address("image"),
+                    "CROSSMODAL_GATEWAY_AUDIO_ENCODERS": self._encoder_address("audio"),
                     "CROSSMODAL_GATEWAY_SHARDS": shards,
                     **spec.gateway_env,
                 },
@@ -422,6 +437,48 @@ class LocalCluster:
             self._supervisor.start()
         return self
 
+    def _index_process(self, shard: int, replica: int) -> ClusterProcess:
+        """The process of one replica of one shard (not started)."""
+        spec = self.spec
+        offset = shard * spec.replicas + replica
+        port = self._port(spec.index_base_port, offset)
+        if port == 0 and self.log is not None:
+            # The gateway must be given this address before the replica is SERVING (see start()).
+            port = _free_port(spec.host)
+        return self._process(
+            f"index-{shard}-{replica}",
+            "services.index",
+            port,
+            self._port(spec.metrics_base_port, 10 + offset),
+            {
+                **self._log_env(gateway=False),
+                "CROSSMODAL_INDEX_DATA_DIR": str(spec.data_dir / "index" / f"replica-{replica}"),
+                "CROSSMODAL_INDEX_SHARDS": str(shard),
+            },
+        )
+
+    def add_shards(self, shards: int, timeout: float = 120.0) -> None:
+        """Grow a running cluster with a write log to `shards` shard processes, then restart the gateway on them.
+
+        The new shards start empty and own nothing until `crossmodal reshard --shards N` moves partitions to
+        them; the gateway is restarted (on its port) because its shard addresses are fixed at start.
+        """
+        spec = self.spec
+        if self.log is None:
+            raise ClusterError("adding shards needs the write log (resharding replays partitions from it)")
+        if shards <= spec.shards:
+            raise ClusterError(f"the cluster already has {spec.shards} shards")
+        added = [self._index_process(n, r) for n in range(spec.shards, shards) for r in range(spec.replicas)]
+        for process in added:
+            self._launch(process)
+        self._wait_ready(added, timeout)
+        spec.shards = shards
+        gateway = self.by_name("gateway")
+        index = [p for p in self.processes if p.module == "services.index"]
+        by_shard = [[p for p in index if p.name.startswith(f"index-{n}-")] for n in range(shards)]
+        gateway.env["CROSSMODAL_GATEWAY_SHARDS"] = ";".join(",".join(p.address for p in r) for r in by_shard)
+        self.restart("gateway", timeout)
+
     def _start_http(self, timeout: float) -> None:
         """Start the HTTP service in front of the gateway; it is ready once the gateway answers SERVING."""
         spec = self.spec
@@ -437,6 +494,11 @@ class LocalCluster:
         )
         self._launch(self.http)
         self._wait_ready([self.http], timeout)
+
+    def _encoder_address(self, tower: str) -> str:
+        """host:port of the tower's encoder, or "" when the cluster runs none."""
+        process = self.encoders.get(tower)
+        return "" if process is None else process.address
 
     @property
     def http_url(self) -> str:

@@ -15,10 +15,12 @@ COMMAND_MODULES: tuple[str, ...] = (
     "crossmodal.cli.ingest",
     "crossmodal.cli.search",
     "crossmodal.cli.stats",
+    "crossmodal.cli.reshard",
     "crossmodal.cli.demo",
     "crossmodal.cli.export_model",
     "crossmodal.cli.make_gallery",
     "crossmodal.cli.train_demo_model",
+    "crossmodal.cli.train_audio_tower",
     "crossmodal.cli.eval_model",
 )
 

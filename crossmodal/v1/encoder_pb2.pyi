@@ -52,7 +52,7 @@ class GetModelInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetModelInfoResponse(_message.Message):
-    __slots__ = ("model_id", "dim", "modality", "precision", "context_length", "image_size", "max_batch", "max_request_items", "providers", "clip_seconds", "sample_rate")
+    __slots__ = ("model_id", "dim", "modality", "precision", "context_length", "image_size", "max_batch", "max_request_items", "providers", "clip_seconds", "sample_rate", "window_hop_seconds")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
     MODALITY_FIELD_NUMBER: _ClassVar[int]
@@ -64,6 +64,7 @@ class GetModelInfoResponse(_message.Message):
     PROVIDERS_FIELD_NUMBER: _ClassVar[int]
     CLIP_SECONDS_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_HOP_SECONDS_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     dim: int
     modality: _types_pb2.Modality
@@ -75,4 +76,5 @@ class GetModelInfoResponse(_message.Message):
     providers: _containers.RepeatedScalarFieldContainer[str]
     clip_seconds: float
     sample_rate: int
-    def __init__(self, model_id: _Optional[str] = ..., dim: _Optional[int] = ..., modality: _Optional[_Union[_types_pb2.Modality, str]] = ..., precision: _Optional[str] = ..., context_length: _Optional[int] = ..., image_size: _Optional[int] = ..., max_batch: _Optional[int] = ..., max_request_items: _Optional[int] = ..., providers: _Optional[_Iterable[str]] = ..., clip_seconds: _Optional[float] = ..., sample_rate: _Optional[int] = ...) -> None: ...
+    window_hop_seconds: float
+    def __init__(self, model_id: _Optional[str] = ..., dim: _Optional[int] = ..., modality: _Optional[_Union[_types_pb2.Modality, str]] = ..., precision: _Optional[str] = ..., context_length: _Optional[int] = ..., image_size: _Optional[int] = ..., max_batch: _Optional[int] = ..., max_request_items: _Optional[int] = ..., providers: _Optional[_Iterable[str]] = ..., clip_seconds: _Optional[float] = ..., sample_rate: _Optional[int] = ..., window_hop_seconds: _Optional[float] = ...) -> None: ...

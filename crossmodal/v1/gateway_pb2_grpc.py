@@ -50,6 +50,11 @@ class GatewayServiceStub:
                 request_serializer=crossmodal_dot_v1_dot_gateway__pb2.IngestVideoRequest.SerializeToString,
                 response_deserializer=crossmodal_dot_v1_dot_gateway__pb2.IngestVideoResponse.FromString,
                 _registered_method=True)
+        self.IngestAudio = channel.stream_unary(
+                '/crossmodal.v1.GatewayService/IngestAudio',
+                request_serializer=crossmodal_dot_v1_dot_gateway__pb2.IngestAudioRequest.SerializeToString,
+                response_deserializer=crossmodal_dot_v1_dot_gateway__pb2.IngestAudioResponse.FromString,
+                _registered_method=True)
         self.Delete = channel.unary_unary(
                 '/crossmodal.v1.GatewayService/Delete',
                 request_serializer=crossmodal_dot_v1_dot_gateway__pb2.DeleteRequest.SerializeToString,
@@ -64,6 +69,11 @@ class GatewayServiceStub:
                 '/crossmodal.v1.GatewayService/GetStats',
                 request_serializer=crossmodal_dot_v1_dot_gateway__pb2.GetStatsRequest.SerializeToString,
                 response_deserializer=crossmodal_dot_v1_dot_gateway__pb2.GetStatsResponse.FromString,
+                _registered_method=True)
+        self.Reshard = channel.unary_stream(
+                '/crossmodal.v1.GatewayService/Reshard',
+                request_serializer=crossmodal_dot_v1_dot_gateway__pb2.ReshardRequest.SerializeToString,
+                response_deserializer=crossmodal_dot_v1_dot_gateway__pb2.ReshardProgress.FromString,
                 _registered_method=True)
 
 
@@ -95,6 +105,16 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def IngestAudio(self, request_iterator, context):
+        """Store one sound of any length: a header, then its samples as 16-bit mono PCM chunks in time order
+        (decoded by the client). A sound longer than the audio tower's clip is stored as overlapping windows
+        found as moments; nothing is written until the stream ends, then all windows replace the old ones.
+        Over HTTP: NDJSON in (the header line, then one line per chunk), one JSON response out.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Delete(self, request, context):
         """Delete items by id from every replica of their shards.
         Over HTTP: DELETE /v1/items/{id} deletes one item (the path binds one element of `ids`), or
@@ -120,6 +140,16 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Reshard(self, request, context):
+        """Admin: move the write log's partitions so that `shards` shards own them (grow or shrink), online, while
+        ingest and search go on; streams progress until the move is done. Needs the write log
+        (FAILED_PRECONDITION in direct mode). Resumes a move that was interrupted with the same `shards`, and
+        refuses another count while one is under way (FAILED_PRECONDITION naming it). No HTTP route.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -138,6 +168,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     request_deserializer=crossmodal_dot_v1_dot_gateway__pb2.IngestVideoRequest.FromString,
                     response_serializer=crossmodal_dot_v1_dot_gateway__pb2.IngestVideoResponse.SerializeToString,
             ),
+            'IngestAudio': grpc.stream_unary_rpc_method_handler(
+                    servicer.IngestAudio,
+                    request_deserializer=crossmodal_dot_v1_dot_gateway__pb2.IngestAudioRequest.FromString,
+                    response_serializer=crossmodal_dot_v1_dot_gateway__pb2.IngestAudioResponse.SerializeToString,
+            ),
             'Delete': grpc.unary_unary_rpc_method_handler(
                     servicer.Delete,
                     request_deserializer=crossmodal_dot_v1_dot_gateway__pb2.DeleteRequest.FromString,
@@ -152,6 +187,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.GetStats,
                     request_deserializer=crossmodal_dot_v1_dot_gateway__pb2.GetStatsRequest.FromString,
                     response_serializer=crossmodal_dot_v1_dot_gateway__pb2.GetStatsResponse.SerializeToString,
+            ),
+            'Reshard': grpc.unary_stream_rpc_method_handler(
+                    servicer.Reshard,
+                    request_deserializer=crossmodal_dot_v1_dot_gateway__pb2.ReshardRequest.FromString,
+                    response_serializer=crossmodal_dot_v1_dot_gateway__pb2.ReshardProgress.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -247,6 +287,33 @@ class GatewayService:
             _registered_method=True)
 
     @staticmethod
+    def IngestAudio(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/crossmodal.v1.GatewayService/IngestAudio',
+            crossmodal_dot_v1_dot_gateway__pb2.IngestAudioRequest.SerializeToString,
+            crossmodal_dot_v1_dot_gateway__pb2.IngestAudioResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def Delete(request,
             target,
             options=(),
@@ -317,6 +384,33 @@ class GatewayService:
             '/crossmodal.v1.GatewayService/GetStats',
             crossmodal_dot_v1_dot_gateway__pb2.GetStatsRequest.SerializeToString,
             crossmodal_dot_v1_dot_gateway__pb2.GetStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reshard(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/crossmodal.v1.GatewayService/Reshard',
+            crossmodal_dot_v1_dot_gateway__pb2.ReshardRequest.SerializeToString,
+            crossmodal_dot_v1_dot_gateway__pb2.ReshardProgress.FromString,
             options,
             channel_credentials,
             insecure,

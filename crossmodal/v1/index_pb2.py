@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from crossmodal.v1 import types_pb2 as crossmodal_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63rossmodal/v1/index.proto\x12\rcrossmodal.v1\x1a\x19\x63rossmodal/v1/types.proto\"\xdc\x01\n\tIndexItem\x12\n\n\x02id\x18\x01 \x01(\t\x12)\n\x08modality\x18\x02 \x01(\x0e\x32\x17.crossmodal.v1.Modality\x12\x0e\n\x06vector\x18\x03 \x03(\x02\x12\x38\n\x08metadata\x18\x04 \x03(\x0b\x32&.crossmodal.v1.IndexItem.MetadataEntry\x12\x0c\n\x04tags\x18\x05 \x03(\t\x12\x0f\n\x07version\x18\x06 \x01(\x04\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"T\n\x08LogEntry\x12&\n\x04item\x18\x01 \x01(\x0b\x32\x18.crossmodal.v1.IndexItem\x12\x0e\n\x06\x64\x65lete\x18\x02 \x01(\x08\x12\x10\n\x08model_id\x18\x03 \x01(\t\"`\n\x14UpsertVectorsRequest\x12\r\n\x05shard\x18\x01 \x01(\r\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\'\n\x05items\x18\x03 \x03(\x0b\x32\x18.crossmodal.v1.IndexItem\"U\n\x15UpsertVectorsResponse\x12+\n\x08statuses\x18\x01 \x03(\x0b\x32\x19.crossmodal.v1.ItemStatus\x12\x0f\n\x07version\x18\x02 \x01(\x04\"2\n\x14\x44\x65leteVectorsRequest\x12\r\n\x05shard\x18\x01 \x01(\r\x12\x0b\n\x03ids\x18\x02 \x03(\t\"9\n\x15\x44\x65leteVectorsResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\r\x12\x0f\n\x07version\x18\x02 \x01(\x04\"s\n\x11GetVectorsRequest\x12\r\n\x05shard\x18\x01 \x01(\r\x12\x0b\n\x03ids\x18\x02 \x03(\t\x12\x17\n\x0finclude_vectors\x18\x03 \x01(\x08\x12)\n\x05\x61\x66ter\x18\x04 \x03(\x0b\x32\x1a.crossmodal.v1.LogPosition\"N\n\x12GetVectorsResponse\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.crossmodal.v1.IndexItem\x12\x0f\n\x07missing\x18\x02 \x03(\t\"\xa2\x02\n\x12SearchShardRequest\x12\r\n\x05shard\x18\x01 \x01(\r\x12\x0e\n\x06vector\x18\x02 \x03(\x02\x12\t\n\x01k\x18\x03 \x01(\r\x12)\n\x08modality\x18\x04 \x01(\x0e\x32\x17.crossmodal.v1.Modality\x12%\n\x06\x66ilter\x18\x05 \x01(\x0b\x32\x15.crossmodal.v1.Filter\x12\r\n\x05\x65xact\x18\x06 \x01(\x08\x12\x10\n\x08model_id\x18\x07 \x01(\t\x12\x17\n\x0finclude_vectors\x18\x08 \x01(\x08\x12)\n\x05\x61\x66ter\x18\t \x03(\x0b\x32\x1a.crossmodal.v1.LogPosition\x12+\n\nmodalities\x18\n \x03(\x0e\x32\x17.crossmodal.v1.Modality\"\xda\x01\n\tSearchHit\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12)\n\x08modality\x18\x03 \x01(\x0e\x32\x17.crossmodal.v1.Modality\x12\x38\n\x08metadata\x18\x04 \x03(\x0b\x32&.crossmodal.v1.SearchHit.MetadataEntry\x12\x0c\n\x04tags\x18\x05 \x03(\t\x12\x0e\n\x06vector\x18\x06 \x03(\x02\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"O\n\x13SearchShardResponse\x12&\n\x04hits\x18\x01 \x03(\x0b\x32\x18.crossmodal.v1.SearchHit\x12\x10\n\x08\x65xamined\x18\x02 \x01(\r\"N\n\x17SearchShardBatchRequest\x12\x33\n\x08searches\x18\x01 \x03(\x0b\x32!.crossmodal.v1.SearchShardRequest\"y\n\x16SearchShardBatchResult\x12)\n\x06status\x18\x01 \x01(\x0b\x32\x19.crossmodal.v1.ItemStatus\x12\x34\n\x08response\x18\x02 \x01(\x0b\x32\".crossmodal.v1.SearchShardResponse\"R\n\x18SearchShardBatchResponse\x12\x36\n\x07results\x18\x01 \x03(\x0b\x32%.crossmodal.v1.SearchShardBatchResult\"\x16\n\x14GetShardStatsRequest\"\x9f\x02\n\nShardStats\x12\r\n\x05shard\x18\x01 \x01(\r\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\x12\x0f\n\x07\x64\x65leted\x18\x03 \x01(\x04\x12\x14\n\x0cmemory_bytes\x18\x04 \x01(\x04\x12\x1c\n\x14snapshot_age_seconds\x18\x05 \x01(\x01\x12\x18\n\x10snapshot_version\x18\x06 \x01(\x04\x12\x0f\n\x07version\x18\x07 \x01(\x04\x12\x10\n\x08model_id\x18\x08 \x01(\t\x12\x0b\n\x03\x64im\x18\t \x01(\r\x12\r\n\x05\x64type\x18\n \x01(\t\x12+\n\x07\x61pplied\x18\x0b \x03(\x0b\x32\x1a.crossmodal.v1.LogPosition\x12\x0f\n\x07log_lag\x18\x0c \x01(\x04\x12\x17\n\x0flog_lag_seconds\x18\r \x01(\x01\"B\n\x15GetShardStatsResponse\x12)\n\x06shards\x18\x01 \x03(\x0b\x32\x19.crossmodal.v1.ShardStats\"&\n\x15\x43reateSnapshotRequest\x12\r\n\x05shard\x18\x01 \x01(\r\":\n\x16\x43reateSnapshotResponse\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x0f\n\x07seconds\x18\x02 \x01(\x01\x32\x8f\x05\n\x0cIndexService\x12Z\n\rUpsertVectors\x12#.crossmodal.v1.UpsertVectorsRequest\x1a$.crossmodal.v1.UpsertVectorsResponse\x12Z\n\rDeleteVectors\x12#.crossmodal.v1.DeleteVectorsRequest\x1a$.crossmodal.v1.DeleteVectorsResponse\x12Q\n\nGetVectors\x12 .crossmodal.v1.GetVectorsRequest\x1a!.crossmodal.v1.GetVectorsResponse\x12T\n\x0bSearchShard\x12!.crossmodal.v1.SearchShardRequest\x1a\".crossmodal.v1.SearchShardResponse\x12\x63\n\x10SearchShardBatch\x12&.crossmodal.v1.SearchShardBatchRequest\x1a\'.crossmodal.v1.SearchShardBatchResponse\x12Z\n\rGetShardStats\x12#.crossmodal.v1.GetShardStatsRequest\x1a$.crossmodal.v1.GetShardStatsResponse\x12]\n\x0e\x43reateSnapshot\x12$.crossmodal.v1.CreateSnapshotRequest\x1a%.crossmodal.v1.CreateSnapshotResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63rossmodal/v1/index.proto\x12\rcrossmodal.v1\x1a\x19\x63rossmodal/v1/types.proto\"\xdc\x01\n\tIndexItem\x12\n\n\x02id\x18\x01 \x01(\t\x12)\n\x08modality\x18\x02 \x01(\x0e\x32\x17.crossmodal.v1.Modality\x12\x0e\n\x06vector\x18\x03 \x03(\x02\x12\x38\n\x08metadata\x18\x04 \x03(\x0b\x32&.crossmodal.v1.IndexItem.MetadataEntry\x12\x0c\n\x04tags\x18\x05 \x03(\t\x12\x0f\n\x07version\x18\x06 \x01(\x04\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"T\n\x08LogEntry\x12&\n\x04item\x18\x01 \x01(\x0b\x32\x18.crossmodal.v1.IndexItem\x12\x0e\n\x06\x64\x65lete\x18\x02 \x01(\x08\x12\x10\n\x08model_id\x18\x03 \x01(\t\"`\n\x14UpsertVectorsRequest\x12\r\n\x05shard\x18\x01 \x01(\r\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\'\n\x05items\x18\x03 \x03(\x0b\x32\x18.crossmodal.v1.IndexItem\"U\n\x15UpsertVectorsResponse\x12+\n\x08statuses\x18\x01 \x03(\x0b\x32\x19.crossmodal.v1.ItemStatus\x12\x0f\n\x07version\x18\x02 \x01(\x04\"2\n\x14\x44\x65leteVectorsRequest\x12\r\n\x05shard\x18\x01 \x01(\r\x12\x0b\n\x03ids\x18\x02 \x03(\t\"9\n\x15\x44\x65leteVectorsResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\r\x12\x0f\n\x07version\x18\x02 \x01(\x04\"\x88\x01\n\x11GetVectorsRequest\x12\r\n\x05shard\x18\x01 \x01(\r\x12\x0b\n\x03ids\x18\x02 \x03(\t\x12\x17\n\x0finclude_vectors\x18\x03 \x01(\x08\x12)\n\x05\x61\x66ter\x18\x04 \x03(\x0b\x32\x1a.crossmodal.v1.LogPosition\x12\x13\n\x0bmap_version\x18\x05 \x01(\x04\"N\n\x12GetVectorsResponse\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.crossmodal.v1.IndexItem\x12\x0f\n\x07missing\x18\x02 \x03(\t\"\xb7\x02\n\x12SearchShardRequest\x12\r\n\x05shard\x18\x01 \x01(\r\x12\x0e\n\x06vector\x18\x02 \x03(\x02\x12\t\n\x01k\x18\x03 \x01(\r\x12)\n\x08modality\x18\x04 \x01(\x0e\x32\x17.crossmodal.v1.Modality\x12%\n\x06\x66ilter\x18\x05 \x01(\x0b\x32\x15.crossmodal.v1.Filter\x12\r\n\x05\x65xact\x18\x06 \x01(\x08\x12\x10\n\x08model_id\x18\x07 \x01(\t\x12\x17\n\x0finclude_vectors\x18\x08 \x01(\x08\x12)\n\x05\x61\x66ter\x18\t \x03(\x0b\x32\x1a.crossmodal.v1.LogPosition\x12+\n\nmodalities\x18\n \x03(\x0e\x32\x17.crossmodal.v1.Modality\x12\x13\n\x0bmap_version\x18\x0b \x01(\x04\"\xda\x01\n\tSearchHit\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12)\n\x08modality\x18\x03 \x01(\x0e\x32\x17.crossmodal.v1.Modality\x12\x38\n\x08metadata\x18\x04 \x03(\x0b\x32&.crossmodal.v1.SearchHit.MetadataEntry\x12\x0c\n\x04tags\x18\x05 \x03(\t\x12\x0e\n\x06vector\x18\x06 \x03(\x02\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"O\n\x13SearchShardResponse\x12&\n\x04hits\x18\x01 \x03(\x0b\x32\x18.crossmodal.v1.SearchHit\x12\x10\n\x08\x65xamined\x18\x02 \x01(\r\"N\n\x17SearchShardBatchRequest\x12\x33\n\x08searches\x18\x01 \x03(\x0b\x32!.crossmodal.v1.SearchShardRequest\"y\n\x16SearchShardBatchResult\x12)\n\x06status\x18\x01 \x01(\x0b\x32\x19.crossmodal.v1.ItemStatus\x12\x34\n\x08response\x18\x02 \x01(\x0b\x32\".crossmodal.v1.SearchShardResponse\"R\n\x18SearchShardBatchResponse\x12\x36\n\x07results\x18\x01 \x03(\x0b\x32%.crossmodal.v1.SearchShardBatchResult\"\x16\n\x14GetShardStatsRequest\"\xb3\x03\n\nShardStats\x12\r\n\x05shard\x18\x01 \x01(\r\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\x12\x0f\n\x07\x64\x65leted\x18\x03 \x01(\x04\x12\x14\n\x0cmemory_bytes\x18\x04 \x01(\x04\x12\x1c\n\x14snapshot_age_seconds\x18\x05 \x01(\x01\x12\x18\n\x10snapshot_version\x18\x06 \x01(\x04\x12\x0f\n\x07version\x18\x07 \x01(\x04\x12\x10\n\x08model_id\x18\x08 \x01(\t\x12\x0b\n\x03\x64im\x18\t \x01(\r\x12\r\n\x05\x64type\x18\n \x01(\t\x12+\n\x07\x61pplied\x18\x0b \x03(\x0b\x32\x1a.crossmodal.v1.LogPosition\x12\x0f\n\x07log_lag\x18\x0c \x01(\x04\x12\x17\n\x0flog_lag_seconds\x18\r \x01(\x01\x12\x13\n\x0bmap_version\x18\x0e \x01(\x04\x12\x46\n\x0fpartition_items\x18\x0f \x03(\x0b\x32-.crossmodal.v1.ShardStats.PartitionItemsEntry\x1a\x35\n\x13PartitionItemsEntry\x12\x0b\n\x03key\x18\x01 \x01(\r\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"B\n\x15GetShardStatsResponse\x12)\n\x06shards\x18\x01 \x03(\x0b\x32\x19.crossmodal.v1.ShardStats\"&\n\x15\x43reateSnapshotRequest\x12\r\n\x05shard\x18\x01 \x01(\r\":\n\x16\x43reateSnapshotResponse\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x0f\n\x07seconds\x18\x02 \x01(\x01\x32\x8f\x05\n\x0cIndexService\x12Z\n\rUpsertVectors\x12#.crossmodal.v1.UpsertVectorsRequest\x1a$.crossmodal.v1.UpsertVectorsResponse\x12Z\n\rDeleteVectors\x12#.crossmodal.v1.DeleteVectorsRequest\x1a$.crossmodal.v1.DeleteVectorsResponse\x12Q\n\nGetVectors\x12 .crossmodal.v1.GetVectorsRequest\x1a!.crossmodal.v1.GetVectorsResponse\x12T\n\x0bSearchShard\x12!.crossmodal.v1.SearchShardRequest\x1a\".crossmodal.v1.SearchShardResponse\x12\x63\n\x10SearchShardBatch\x12&.crossmodal.v1.SearchShardBatchRequest\x1a\'.crossmodal.v1.SearchShardBatchResponse\x12Z\n\rGetShardStats\x12#.crossmodal.v1.GetShardStatsRequest\x1a$.crossmodal.v1.GetShardStatsResponse\x12]\n\x0e\x43reateSnapshot\x12$.crossmodal.v1.CreateSnapshotRequest\x1a%.crossmodal.v1.CreateSnapshotResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,6 +36,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INDEXITEM_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_SEARCHHIT_METADATAENTRY']._loaded_options = None
   _globals['_SEARCHHIT_METADATAENTRY']._serialized_options = b'8\001'
+  _globals['_SHARDSTATS_PARTITIONITEMSENTRY']._loaded_options = None
+  _globals['_SHARDSTATS_PARTITIONITEMSENTRY']._serialized_options = b'8\001'
   _globals['_INDEXITEM']._serialized_start=72
   _globals['_INDEXITEM']._serialized_end=292
   _globals['_INDEXITEM_METADATAENTRY']._serialized_start=245
@@ -50,34 +52,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETEVECTORSREQUEST']._serialized_end=615
   _globals['_DELETEVECTORSRESPONSE']._serialized_start=617
   _globals['_DELETEVECTORSRESPONSE']._serialized_end=674
-  _globals['_GETVECTORSREQUEST']._serialized_start=676
-  _globals['_GETVECTORSREQUEST']._serialized_end=791
-  _globals['_GETVECTORSRESPONSE']._serialized_start=793
-  _globals['_GETVECTORSRESPONSE']._serialized_end=871
-  _globals['_SEARCHSHARDREQUEST']._serialized_start=874
-  _globals['_SEARCHSHARDREQUEST']._serialized_end=1164
-  _globals['_SEARCHHIT']._serialized_start=1167
-  _globals['_SEARCHHIT']._serialized_end=1385
+  _globals['_GETVECTORSREQUEST']._serialized_start=677
+  _globals['_GETVECTORSREQUEST']._serialized_end=813
+  _globals['_GETVECTORSRESPONSE']._serialized_start=815
+  _globals['_GETVECTORSRESPONSE']._serialized_end=893
+  _globals['_SEARCHSHARDREQUEST']._serialized_start=896
+  _globals['_SEARCHSHARDREQUEST']._serialized_end=1207
+  _globals['_SEARCHHIT']._serialized_start=1210
+  _globals['_SEARCHHIT']._serialized_end=1428
   _globals['_SEARCHHIT_METADATAENTRY']._serialized_start=245
   _globals['_SEARCHHIT_METADATAENTRY']._serialized_end=292
-  _globals['_SEARCHSHARDRESPONSE']._serialized_start=1387
-  _globals['_SEARCHSHARDRESPONSE']._serialized_end=1466
-  _globals['_SEARCHSHARDBATCHREQUEST']._serialized_start=1468
-  _globals['_SEARCHSHARDBATCHREQUEST']._serialized_end=1546
-  _globals['_SEARCHSHARDBATCHRESULT']._serialized_start=1548
-  _globals['_SEARCHSHARDBATCHRESULT']._serialized_end=1669
-  _globals['_SEARCHSHARDBATCHRESPONSE']._serialized_start=1671
-  _globals['_SEARCHSHARDBATCHRESPONSE']._serialized_end=1753
-  _globals['_GETSHARDSTATSREQUEST']._serialized_start=1755
-  _globals['_GETSHARDSTATSREQUEST']._serialized_end=1777
-  _globals['_SHARDSTATS']._serialized_start=1780
-  _globals['_SHARDSTATS']._serialized_end=2067
-  _globals['_GETSHARDSTATSRESPONSE']._serialized_start=2069
-  _globals['_GETSHARDSTATSRESPONSE']._serialized_end=2135
-  _globals['_CREATESNAPSHOTREQUEST']._serialized_start=2137
-  _globals['_CREATESNAPSHOTREQUEST']._serialized_end=2175
-  _globals['_CREATESNAPSHOTRESPONSE']._serialized_start=2177
-  _globals['_CREATESNAPSHOTRESPONSE']._serialized_end=2235
-  _globals['_INDEXSERVICE']._serialized_start=2238
-  _globals['_INDEXSERVICE']._serialized_end=2893
+  _globals['_SEARCHSHARDRESPONSE']._serialized_start=1430
+  _globals['_SEARCHSHARDRESPONSE']._serialized_end=1509
+  _globals['_SEARCHSHARDBATCHREQUEST']._serialized_start=1511
+  _globals['_SEARCHSHARDBATCHREQUEST']._serialized_end=1589
+  _globals['_SEARCHSHARDBATCHRESULT']._serialized_start=1591
+  _globals['_SEARCHSHARDBATCHRESULT']._serialized_end=1712
+  _globals['_SEARCHSHARDBATCHRESPONSE']._serialized_start=1714
+  _globals['_SEARCHSHARDBATCHRESPONSE']._serialized_end=1796
+  _globals['_GETSHARDSTATSREQUEST']._serialized_start=1798
+  _globals['_GETSHARDSTATSREQUEST']._serialized_end=1820
+  _globals['_SHARDSTATS']._serialized_start=1823
+  _globals['_SHARDSTATS']._serialized_end=2258
+  _globals['_SHARDSTATS_PARTITIONITEMSENTRY']._serialized_start=2205
+  _globals['_SHARDSTATS_PARTITIONITEMSENTRY']._serialized_end=2258
+  _globals['_GETSHARDSTATSRESPONSE']._serialized_start=2260
+  _globals['_GETSHARDSTATSRESPONSE']._serialized_end=2326
+  _globals['_CREATESNAPSHOTREQUEST']._serialized_start=2328
+  _globals['_CREATESNAPSHOTREQUEST']._serialized_end=2366
+  _globals['_CREATESNAPSHOTRESPONSE']._serialized_start=2368
+  _globals['_CREATESNAPSHOTRESPONSE']._serialized_end=2426
+  _globals['_INDEXSERVICE']._serialized_start=2429
+  _globals['_INDEXSERVICE']._serialized_end=3084
 # @@protoc_insertion_point(module_scope)

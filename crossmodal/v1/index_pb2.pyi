@@ -75,16 +75,18 @@ class DeleteVectorsResponse(_message.Message):
     def __init__(self, deleted: _Optional[int] = ..., version: _Optional[int] = ...) -> None: ...
 
 class GetVectorsRequest(_message.Message):
-    __slots__ = ("shard", "ids", "include_vectors", "after")
+    __slots__ = ("shard", "ids", "include_vectors", "after", "map_version")
     SHARD_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_VECTORS_FIELD_NUMBER: _ClassVar[int]
     AFTER_FIELD_NUMBER: _ClassVar[int]
+    MAP_VERSION_FIELD_NUMBER: _ClassVar[int]
     shard: int
     ids: _containers.RepeatedScalarFieldContainer[str]
     include_vectors: bool
     after: _containers.RepeatedCompositeFieldContainer[_types_pb2.LogPosition]
-    def __init__(self, shard: _Optional[int] = ..., ids: _Optional[_Iterable[str]] = ..., include_vectors: _Optional[bool] = ..., after: _Optional[_Iterable[_Union[_types_pb2.LogPosition, _Mapping]]] = ...) -> None: ...
+    map_version: int
+    def __init__(self, shard: _Optional[int] = ..., ids: _Optional[_Iterable[str]] = ..., include_vectors: _Optional[bool] = ..., after: _Optional[_Iterable[_Union[_types_pb2.LogPosition, _Mapping]]] = ..., map_version: _Optional[int] = ...) -> None: ...
 
 class GetVectorsResponse(_message.Message):
     __slots__ = ("items", "missing")
@@ -95,7 +97,7 @@ class GetVectorsResponse(_message.Message):
     def __init__(self, items: _Optional[_Iterable[_Union[IndexItem, _Mapping]]] = ..., missing: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SearchShardRequest(_message.Message):
-    __slots__ = ("shard", "vector", "k", "modality", "filter", "exact", "model_id", "include_vectors", "after", "modalities")
+    __slots__ = ("shard", "vector", "k", "modality", "filter", "exact", "model_id", "include_vectors", "after", "modalities", "map_version")
     SHARD_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
@@ -106,6 +108,7 @@ class SearchShardRequest(_message.Message):
     INCLUDE_VECTORS_FIELD_NUMBER: _ClassVar[int]
     AFTER_FIELD_NUMBER: _ClassVar[int]
     MODALITIES_FIELD_NUMBER: _ClassVar[int]
+    MAP_VERSION_FIELD_NUMBER: _ClassVar[int]
     shard: int
     vector: _containers.RepeatedScalarFieldContainer[float]
     k: int
@@ -116,7 +119,8 @@ class SearchShardRequest(_message.Message):
     include_vectors: bool
     after: _containers.RepeatedCompositeFieldContainer[_types_pb2.LogPosition]
     modalities: _containers.RepeatedScalarFieldContainer[_types_pb2.Modality]
-    def __init__(self, shard: _Optional[int] = ..., vector: _Optional[_Iterable[float]] = ..., k: _Optional[int] = ..., modality: _Optional[_Union[_types_pb2.Modality, str]] = ..., filter: _Optional[_Union[_types_pb2.Filter, _Mapping]] = ..., exact: _Optional[bool] = ..., model_id: _Optional[str] = ..., include_vectors: _Optional[bool] = ..., after: _Optional[_Iterable[_Union[_types_pb2.LogPosition, _Mapping]]] = ..., modalities: _Optional[_Iterable[_Union[_types_pb2.Modality, str]]] = ...) -> None: ...
+    map_version: int
+    def __init__(self, shard: _Optional[int] = ..., vector: _Optional[_Iterable[float]] = ..., k: _Optional[int] = ..., modality: _Optional[_Union[_types_pb2.Modality, str]] = ..., filter: _Optional[_Union[_types_pb2.Filter, _Mapping]] = ..., exact: _Optional[bool] = ..., model_id: _Optional[str] = ..., include_vectors: _Optional[bool] = ..., after: _Optional[_Iterable[_Union[_types_pb2.LogPosition, _Mapping]]] = ..., modalities: _Optional[_Iterable[_Union[_types_pb2.Modality, str]]] = ..., map_version: _Optional[int] = ...) -> None: ...
 
 class SearchHit(_message.Message):
     __slots__ = ("id", "score", "modality", "metadata", "tags", "vector")
@@ -174,7 +178,14 @@ class GetShardStatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ShardStats(_message.Message):
-    __slots__ = ("shard", "count", "deleted", "memory_bytes", "snapshot_age_seconds", "snapshot_version", "version", "model_id", "dim", "dtype", "applied", "log_lag", "log_lag_seconds")
+    __slots__ = ("shard", "count", "deleted", "memory_bytes", "snapshot_age_seconds", "snapshot_version", "version", "model_id", "dim", "dtype", "applied", "log_lag", "log_lag_seconds", "map_version", "partition_items")
+    class PartitionItemsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: int
+        value: int
+        def __init__(self, key: _Optional[int] = ..., value: _Optional[int] = ...) -> None: ...
     SHARD_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     DELETED_FIELD_NUMBER: _ClassVar[int]
@@ -188,6 +199,8 @@ class ShardStats(_message.Message):
     APPLIED_FIELD_NUMBER: _ClassVar[int]
     LOG_LAG_FIELD_NUMBER: _ClassVar[int]
     LOG_LAG_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MAP_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_ITEMS_FIELD_NUMBER: _ClassVar[int]
     shard: int
     count: int
     deleted: int
@@ -201,7 +214,9 @@ class ShardStats(_message.Message):
     applied: _containers.RepeatedCompositeFieldContainer[_types_pb2.LogPosition]
     log_lag: int
     log_lag_seconds: float
-    def __init__(self, shard: _Optional[int] = ..., count: _Optional[int] = ..., deleted: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., snapshot_age_seconds: _Optional[float] = ..., snapshot_version: _Optional[int] = ..., version: _Optional[int] = ..., model_id: _Optional[str] = ..., dim: _Optional[int] = ..., dtype: _Optional[str] = ..., applied: _Optional[_Iterable[_Union[_types_pb2.LogPosition, _Mapping]]] = ..., log_lag: _Optional[int] = ..., log_lag_seconds: _Optional[float] = ...) -> None: ...
+    map_version: int
+    partition_items: _containers.ScalarMap[int, int]
+    def __init__(self, shard: _Optional[int] = ..., count: _Optional[int] = ..., deleted: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., snapshot_age_seconds: _Optional[float] = ..., snapshot_version: _Optional[int] = ..., version: _Optional[int] = ..., model_id: _Optional[str] = ..., dim: _Optional[int] = ..., dtype: _Optional[str] = ..., applied: _Optional[_Iterable[_Union[_types_pb2.LogPosition, _Mapping]]] = ..., log_lag: _Optional[int] = ..., log_lag_seconds: _Optional[float] = ..., map_version: _Optional[int] = ..., partition_items: _Optional[_Mapping[int, int]] = ...) -> None: ...
 
 class GetShardStatsResponse(_message.Message):
     __slots__ = ("shards",)

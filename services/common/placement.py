@@ -2,9 +2,10 @@
 
 The hash is blake2b of the id's UTF-8 bytes (not Python's salted `hash()`), so every gateway, replica
 and restart agree. Without a write log (direct mode) an item's shard is the hash modulo the shard count,
-as it always was. With the log, the hash picks one of P fixed partitions and a partition belongs to
-shard `partition % shards`; for a shard count that divides P (P is a power of two) both rules give the
-same shard, so direct-mode data of such a cluster keeps its place.
+as it always was. With the log, the hash picks one of P fixed partitions, and which shard owns a partition
+is the partition map's to say (`services/common/partitionmap.py`; resharding changes it). Its first version
+gives partition p to shard `p % shards`, the rule of `Placement` here: for a shard count that divides P (P
+is a power of two) both rules give the same shard, so direct-mode data of such a cluster keeps its place.
 
 A video frame (id `<video id>#frame=<n>`, see `frame_id`) is placed by its video's id, so a video and all
 its frames live in one partition and one shard: replacing or deleting a video stays local, and stays
@@ -19,6 +20,9 @@ import hashlib
 from collections.abc import Sequence
 
 FRAME_MARKER = "#frame="
+# A window of a long sound or of a video's audio track: `<sound or video id>#window=<n>`, placed like a frame.
+WINDOW_MARKER = "#window="
+PART_MARKERS = (FRAME_MARKER, WINDOW_MARKER)
 
 
 def frame_id(video_id: str, number: int) -> str:
@@ -32,9 +36,23 @@ def video_of(item_id: str) -> str | None:
     return video if marker and video and number.isdigit() else None
 
 
+def window_id(parent_id: str, number: int) -> str:
+    """The id of the `number`-th stored audio window of a sound or of a video's audio track."""
+    return f"{parent_id}{WINDOW_MARKER}{number}"
+
+
+def parent_of(item_id: str) -> str | None:
+    """The sound or video a frame or window id belongs to, or None for any other id."""
+    for marker in PART_MARKERS:
+        parent, found, number = item_id.rpartition(marker)
+        if found and parent and number.isdigit():
+            return parent
+    return None
+
+
 def routing_key(item_id: str) -> str:
-    """What places an item: its own id, or its video's id for a video frame."""
-    return video_of(item_id) or item_id
+    """What places an item: its own id, or its parent's id for a video frame or an audio window."""
+    return parent_of(item_id) or item_id
 
 
 def item_hash(item_id: str) -> int:

@@ -44,12 +44,21 @@ class GatewayConfig:
     image_encoders: tuple[str, ...] = setting(
         "GATEWAY_IMAGE_ENCODERS", ("127.0.0.1:50053",), "Image encoder addresses (host:port, comma-separated)."
     )
+    audio_encoders: tuple[str, ...] = setting(
+        "GATEWAY_AUDIO_ENCODERS",
+        (),
+        "Audio encoder addresses (host:port, comma-separated); empty: the cluster has no audio tower and every "
+        "audio request (a sound query, target MODALITY_AUDIO, an audio item or IngestAudio) is refused with "
+        "FAILED_PRECONDITION.",
+    )
     shards: str = setting(
         "GATEWAY_SHARDS",
         "127.0.0.1:50054",
         "Shard map: shards separated by ';', the replicas of a shard by ',' "
-        "(e.g. `idx-0-0:50054,idx-0-1:50054;idx-1-0:50054,idx-1-1:50054`). Shard n is the n-th entry; items are "
-        "routed by a stable hash of their id, so the number of shards must not change once data is stored.",
+        "(e.g. `idx-0-0:50054,idx-0-1:50054;idx-1-0:50054,idx-1-1:50054`). Shard n is the n-th entry. Without a "
+        "write log items are routed by a stable hash of their id, so the number of shards must not change once "
+        "data is stored; with one, the partition map says which shard owns what, this list may name spare "
+        "shards, and `crossmodal reshard` moves partitions between them.",
     )
     search_timeout_ms: int = setting(
         "GATEWAY_SEARCH_TIMEOUT_MS",
@@ -133,6 +142,27 @@ class GatewayConfig:
         min=0.0,
         max=2.0,
     )
+    audio_max_seconds: float = setting(
+        "GATEWAY_AUDIO_MAX_SECONDS",
+        4 * 3600.0,
+        "Longest sound IngestAudio accepts (and longest audio track of a video), in seconds, by its header and "
+        "by its samples; a longer one is refused with INVALID_ARGUMENT and nothing of it is stored.",
+        min=1,
+    )
+    audio_max_chunk_bytes: int = setting(
+        "GATEWAY_AUDIO_MAX_CHUNK_BYTES",
+        1024 * 1024,
+        "Most PCM bytes in one AudioChunk of an IngestAudio or IngestVideo stream (16-bit mono: 1 MiB is 11 s "
+        "at 48 kHz).",
+        min=2,
+        max=64 * 1024 * 1024,
+    )
+    audio_min_sample_rate: int = setting(
+        "GATEWAY_AUDIO_MIN_SAMPLE_RATE", 4000, "Lowest sample rate of streamed PCM, in Hz.", min=1000
+    )
+    audio_max_sample_rate: int = setting(
+        "GATEWAY_AUDIO_MAX_SAMPLE_RATE", 192_000, "Highest sample rate of streamed PCM, in Hz.", min=1000
+    )
     max_in_flight_searches: int = setting(
         "GATEWAY_MAX_IN_FLIGHT_SEARCHES",
         32,
@@ -171,6 +201,14 @@ class GatewayConfig:
         "Largest size of the write log in bytes (-1: no limit but the disk); when full, writes get "
         "RESOURCE_EXHAUSTED and nothing stored is dropped.",
         min=-1,
+    )
+    reshard_grace_seconds: float = setting(
+        "GATEWAY_RESHARD_GRACE_SECONDS",
+        5.0,
+        "During a reshard, how long old owners keep a moved partition after the partition map flipped, so "
+        "searches planned before the flip still find it there; longer than GATEWAY_SEARCH_TIMEOUT_MS.",
+        min=0.0,
+        max=3600,
     )
     api_keys_file: Path | None = setting(
         "GATEWAY_API_KEYS_FILE",
@@ -211,6 +249,10 @@ class GatewayConfig:
             )
         if self.api_keys_file is not None and not self.api_keys_file.is_file():
             raise ConfigError(f"CROSSMODAL_GATEWAY_API_KEYS_FILE: no such file: {self.api_keys_file}")
+        if self.audio_min_sample_rate > self.audio_max_sample_rate:
+            raise ConfigError(
+                "CROSSMODAL_GATEWAY_AUDIO_MIN_SAMPLE_RATE must not exceed CROSSMODAL_GATEWAY_AUDIO_MAX_SAMPLE_RATE"
+            )
         if self.default_k > self.limits.max_k:
             raise ConfigError("CROSSMODAL_GATEWAY_DEFAULT_K must not exceed CROSSMODAL_MAX_K")
 

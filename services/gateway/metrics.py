@@ -50,3 +50,27 @@ MOMENT_SEARCHES = Histogram(
     "Frames a moment search merged into moments.",
     buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000),
 )
+AUDIO_INGESTS = Counter(
+    "crossmodal_gateway_audio_ingests",
+    "IngestAudio calls by outcome (stored; failed while writing). Refused streams count as RPC errors.",
+    ["outcome"],
+)
+AUDIO_WINDOWS = Counter(
+    "crossmodal_gateway_audio_windows", "Audio windows stored (of long sounds and of videos' audio tracks)."
+)
+MAP_VERSION = Gauge(
+    "crossmodal_gateway_partition_map_version",
+    "With a write log: the partition map version searches and reads are planned at.",
+)
+RESHARD_PARTITIONS_MOVING = Gauge(
+    "crossmodal_gateway_reshard_partitions_moving",
+    "Partitions the reshard this gateway drives is moving (0 when none is under way).",
+)
+RESHARD_ITEMS_COPIED = Gauge(
+    "crossmodal_gateway_reshard_items_copied",
+    "Items of the moving partitions their new shards store so far, in the reshard this gateway drives.",
+)
+RESHARD_LAG = Gauge(
+    "crossmodal_gateway_reshard_lag",
+    "Log messages of the moving partitions the slowest new-owner replica has yet to apply.",
+)

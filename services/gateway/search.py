@@ -1,5 +1,9 @@
 """Search and lookup across the shards: the query vector, the fan-out within the deadline, the exact merge.
 
+With a write log the shards asked, and the partition map version they are told, come from the `Router`;
+a shard that cannot answer at that version (a reshard moved on) says ABORTED, and the search is planned
+once more at the map's latest version (`_PLANS`), so each partition is answered exactly once.
+
 A shard that cannot answer in time (every replica down, overloaded or past the deadline) makes the answer
 partial: the shard is named in `partial_shards` and the others' hits are merged. Anything else a shard
 says is reported as it is (a refused filter is the caller's error), and an error that is neither is a
@@ -18,30 +22,45 @@ import structlog
 
 from crossmodal.transport import FAILOVER, code_of
 from crossmodal.v1 import encoder_pb2, gateway_pb2, index_pb2, types_pb2
-from services.common.placement import video_of
+from services.common.placement import parent_of
 from services.gateway.backends import OK, Backends, Encoded, ShardClient
 from services.gateway.coalesce import Coalescer
 from services.gateway.config import GatewayConfig
 from services.gateway.errors import BackendError, GatewayError
 from services.gateway.metrics import MOMENT_SEARCHES, PARTIAL_RESPONSES, SHARD_SEARCH_SECONDS
-from services.gateway.moments import FRAME_ONLY_KEYS, Moment, frame_of, merge_moments
-from services.gateway.routing import merge_top_k
+from services.gateway.moments import (
+    FRAME_ONLY_KEYS,
+    VIDEO_ID_KEY,
+    WINDOW_ONLY_KEYS,
+    Moment,
+    frame_of,
+    merge_moments,
+    sound_of,
+)
+from services.gateway.routing import Router, merge_top_k
 
 log = structlog.get_logger("gateway")
 
 # Time kept back from the caller's deadline to merge and answer after the shards replied.
 _DEADLINE_MARGIN = 0.02
+# Plans of one search or read: the first at the map version held, one more after a shard said ABORTED.
+_PLANS = 2
+ABORTED = grpc.StatusCode.ABORTED
 IMAGE, TEXT, VIDEO = types_pb2.MODALITY_IMAGE, types_pb2.MODALITY_TEXT, types_pb2.MODALITY_VIDEO
+AUDIO = types_pb2.MODALITY_AUDIO
+_PART_KEYS = frozenset({*FRAME_ONLY_KEYS, *WINDOW_ONLY_KEYS})
 
 
 def _moment_result(moment: Moment) -> gateway_pb2.SearchResult:
-    """A moment as a result: the video's id and metadata (the frame's, less what the gateway added to it)."""
+    """A moment as a result: the video's or sound's id and metadata (the part's, less what the gateway added);
+    a moment of a video's audio track is a VIDEO result, so that a player shows the video."""
     hit = moment.best.hit
-    metadata = {k: v for k, v in hit.metadata.items() if k not in FRAME_ONLY_KEYS} if hit is not None else {}
+    metadata = {k: v for k, v in hit.metadata.items() if k not in _PART_KEYS} if hit is not None else {}
+    video = hit is None or hit.modality == VIDEO or VIDEO_ID_KEY in hit.metadata
     return gateway_pb2.SearchResult(
         id=moment.video,
         score=moment.score,
-        modality=VIDEO,
+        modality=VIDEO if video else AUDIO,
         metadata=metadata,
         tags=hit.tags if hit is not None else [],
         start_seconds=moment.start,
@@ -53,9 +72,10 @@ def _moment_result(moment: Moment) -> gateway_pb2.SearchResult:
 class Searcher:
     """Answers checked Search and Get requests from the shards."""
 
-    def __init__(self, config: GatewayConfig, backends: Backends) -> None:
+    def __init__(self, config: GatewayConfig, backends: Backends, router: Router | None = None) -> None:
         self.config = config
         self.backends = backends
+        self.router = router or Router(backends.placement, len(backends.shards))
         self._timeout = config.search_timeout_ms / 1000
         self._hedge = config.hedge_delay_ms / 1000
         # Concurrent searches share calls to the text encoder and to each shard (services/gateway/coalesce.py).
@@ -70,38 +90,73 @@ class Searcher:
     async def search(self, request: gateway_pb2.SearchRequest, remaining: float | None) -> gateway_pb2.SearchResponse:
         """The merged top-K of every shard for a checked request; `remaining` is the caller's time left.
 
-        Target MODALITY_VIDEO answers K moments, merged from an over-fetch of frames (`moments.py`).
+        Target MODALITY_VIDEO answers K moments, merged from an over-fetch of frames (`moments.py`); target
+        MODALITY_AUDIO the same of audio windows, with short sounds as moments of their own.
         """
+        truncated = False
+        if request.WhichOneof("query") == "audio":
+            request, truncated = await self._sound_query(request)
         k = request.k or self.config.default_k
         target = request.target
-        if target == VIDEO:
-            frames = min(k * self.config.video_overfetch, self.config.limits.max_k)
-            hits, partial = await self._top_hits(request, frames, remaining, [VIDEO])
-            found = [f for f in map(frame_of, hits) if f is not None]
-            if request.WhichOneof("query") == "like_id":
-                # "More like this" video (or frame): moments of other videos, not its own.
-                own = video_of(request.like_id) or request.like_id
-                found = [f for f in found if f.video != own]
-            MOMENT_SEARCHES.observe(len(found))
-            moments = merge_moments(found, k, self.config.video_moment_margin)
-            results = [_moment_result(m) for m in moments]
+        if target in (VIDEO, AUDIO):
+            results, partial = await self._moments(request, k, remaining)
         else:
             if target == IMAGE and request.include_video_frames:
                 modalities = [IMAGE, VIDEO]
             elif target:
                 modalities = [target]
             else:
-                modalities = [IMAGE, TEXT]  # "any" is images and texts: video frames only when asked for
-            # A video's own record is no image: room for them, then they are dropped.
-            fetch = min(2 * k, self.config.limits.max_k) if VIDEO in modalities else k
+                # "any" is images, texts and whole sounds: video frames only when asked for, audio windows never.
+                modalities = [IMAGE, TEXT, AUDIO] if self.backends.audio is not None else [IMAGE, TEXT]
+            # A video's own record is no image: room for them, then they are dropped; audio windows likewise.
+            fetch = k
+            if AUDIO in modalities:
+                fetch = min(k * self.config.video_overfetch, self.config.limits.max_k)
+            elif VIDEO in modalities:
+                fetch = min(2 * k, self.config.limits.max_k)
             hits, partial = await self._top_hits(request, fetch, remaining, modalities)
             if VIDEO in modalities:
                 hits = [h for h in hits if h.modality != VIDEO or frame_of(h) is not None][:k]
+            if AUDIO in modalities:
+                hits = [h for h in hits if h.modality != AUDIO or parent_of(h.id) is None][:k]
             results = [
                 gateway_pb2.SearchResult(id=h.id, score=h.score, modality=h.modality, metadata=h.metadata, tags=h.tags)
                 for h in hits
             ]
-        return gateway_pb2.SearchResponse(results=results, partial_shards=partial, model_id=self.backends.model_id)
+        return gateway_pb2.SearchResponse(
+            results=results, partial_shards=partial, model_id=self.backends.model_id, query_truncated=truncated
+        )
+
+    async def _moments(
+        self, request: gateway_pb2.SearchRequest, k: int, remaining: float | None
+    ) -> tuple[list[gateway_pb2.SearchResult], list[int]]:
+        """K moments of videos (from frames) or of sounds (from windows; short sounds whole), merged from an
+        over-fetch of parts, and the shards that did not answer."""
+        if request.target == AUDIO:
+            self.backends.audio_pool()  # FAILED_PRECONDITION without an audio tower
+        part_of = sound_of if request.target == AUDIO else frame_of
+        parts = min(k * self.config.video_overfetch, self.config.limits.max_k)
+        hits, partial = await self._top_hits(request, parts, remaining, [request.target])
+        found = [f for f in map(part_of, hits) if f is not None]
+        if request.WhichOneof("query") == "like_id":
+            # "More like this" video or sound (or a part of one): moments of others, not its own.
+            own = parent_of(request.like_id) or request.like_id
+            found = [f for f in found if f.video != own]
+        MOMENT_SEARCHES.observe(len(found))
+        return [_moment_result(m) for m in merge_moments(found, k, self.config.video_moment_margin)], partial
+
+    async def _sound_query(self, request: gateway_pb2.SearchRequest) -> tuple[gateway_pb2.SearchRequest, bool]:
+        """The request with its query sound replaced by its vector, and whether the sound was cut to a clip."""
+        pool, _ = self.backends.audio_pool()
+        timeout = self.config.encode_timeout_ms / 1000
+        (result,) = await self.backends.encode(pool, [encoder_pb2.EncodeItem(audio=request.audio)], timeout)
+        if result.error is not None:
+            raise GatewayError(result.error.code, f"the query sound: {result.error.message}")
+        assert result.vector is not None
+        by_vector = gateway_pb2.SearchRequest()
+        by_vector.CopyFrom(request)
+        by_vector.vector.values.extend(result.vector)  # replaces the sound: `query` is a oneof
+        return by_vector, result.truncated
 
     async def _top_hits(
         self, request: gateway_pb2.SearchRequest, k: int, remaining: float | None, modalities: Sequence[int]
@@ -124,10 +179,20 @@ class Searcher:
             shard_request.modality = modalities[0]  # type: ignore[assignment]
         else:
             shard_request.modalities.extend(modalities)  # type: ignore[arg-type]
-        shards = self.backends.shards
-        answers = await asyncio.gather(
-            *(self._ask(s, shard_request, timeout, request.after) for s in shards), return_exceptions=True
-        )
+        for plan in range(_PLANS):
+            shard_request.map_version = self.router.version
+            shards = [self.backends.shards[n] for n in self.router.search_shards()]
+            answers = await asyncio.gather(
+                *(self._ask(s, shard_request, timeout, request.after) for s in shards), return_exceptions=True
+            )
+            if not any(_aborted(a) for a in answers):
+                break
+            if plan + 1 == _PLANS:
+                raise GatewayError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    "the partition map moved on twice during this search (a reshard is under way); retry",
+                )
+            await self.router.refresh()
         hits: list[Sequence[index_pb2.SearchHit]] = []
         partial: list[int] = []
         for shard, answer in zip(shards, answers, strict=True):
@@ -264,26 +329,41 @@ class Searcher:
 
     def _owned(self, shard: int, after: Sequence[types_pb2.LogPosition]) -> list[types_pb2.LogPosition]:
         """The positions of `after` in partitions that `shard` owns: the only ones it waits for."""
-        placement = self.backends.placement
-        return [p for p in after if placement.shard_of_partition(p.partition) == shard]
+        return [p for p in after if self.router.owns(shard, p.partition)]
 
     async def get(
         self, ids: Sequence[str], include_vectors: bool, after: Sequence[types_pb2.LogPosition] = ()
     ) -> list[tuple[int, index_pb2.IndexItem]]:
         """The stored items among `ids` with their shard numbers, in request order."""
         shards = self.backends.shards
-        groups = self.backends.placement.group(ids)
 
-        async def fetch(shard: ShardClient, positions: list[int]) -> list[index_pb2.IndexItem]:
+        async def fetch(shard: ShardClient, positions: list[int], version: int) -> list[index_pb2.IndexItem]:
             request = index_pb2.GetVectorsRequest(
                 shard=shard.number,
                 ids=[ids[p] for p in positions],
                 include_vectors=include_vectors,
                 after=self._owned(shard.number, after),
+                map_version=version,
             )
             reply = await shard.read(lambda stub, t: stub.GetVectors(request, timeout=t), self._timeout, self._hedge)
             return list(reply.items)
 
-        replies = await asyncio.gather(*(fetch(shards[s], p) for s, p in groups.items()))
+        for plan in range(_PLANS):
+            groups = self.router.group(ids)
+            version = self.router.version
+            try:
+                replies = await asyncio.gather(*(fetch(shards[s], p, version) for s, p in groups.items()))
+                break
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != ABORTED or plan + 1 == _PLANS:
+                    raise
+                await self.router.refresh()
         found = {item.id: (number, item) for number, items in zip(groups, replies, strict=True) for item in items}
         return [found[i] for i in ids if i in found]
+
+
+def _aborted(answer: object) -> bool:
+    """Whether a shard's answer says the map version the search was planned at is no longer answerable."""
+    if isinstance(answer, grpc.aio.AioRpcError):
+        return answer.code() == ABORTED
+    return isinstance(answer, GatewayError) and answer.code == ABORTED

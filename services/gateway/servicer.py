@@ -7,19 +7,26 @@ each item with `errors.status_of` of what went wrong, so every status comes from
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
 import grpc
 
 from crossmodal.v1 import gateway_pb2, gateway_pb2_grpc, index_pb2
+from services.gateway.audio import AudioIngest
 from services.gateway.backends import Backends, Replica, ShardClient
 from services.gateway.config import GatewayConfig
 from services.gateway.errors import GatewayError, describe_error, status_of
 from services.gateway.ingest import IngestPipeline
+from services.gateway.reshard import NO_LOG, Resharder
+from services.gateway.routing import Router
 from services.gateway.search import Searcher
+from services.gateway.timed import part_ids
 from services.gateway.validation import check_search
-from services.gateway.video import VideoIngest, video_frame_ids
+from services.gateway.video import VideoIngest
 from services.gateway.writer import Writer, delete_in_batches
+
+T = TypeVar("T")
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
@@ -33,11 +40,14 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self.config = config
         self.ready = False
 
-    def attach(self, backends: Backends, writer: Writer) -> None:
+    def attach(
+        self, backends: Backends, writer: Writer, router: Router | None = None, resharder: Resharder | None = None
+    ) -> None:
         """Give the servicer its backends and write path once the service has started; it serves from then on."""
         self.backends = backends
-        self.searcher = Searcher(self.config, backends)
+        self.searcher = Searcher(self.config, backends, router)
         self.writer = writer
+        self.resharder = resharder
         self.ready = True
 
     async def Search(
@@ -65,11 +75,25 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     async def IngestVideo(
         self, request_iterator: AsyncIterator[gateway_pb2.IngestVideoRequest], context: grpc.aio.ServicerContext
     ) -> gateway_pb2.IngestVideoResponse:
-        """Encode a streamed video's frames, then store them all (replacing an earlier version) or none."""
+        """Encode a streamed video's frames (and sound), then store them all (replacing an earlier version) or none."""
+        return await self._store_stream(
+            lambda: VideoIngest(self.config, self.backends, self.writer).run(request_iterator), context
+        )
+
+    async def IngestAudio(
+        self, request_iterator: AsyncIterator[gateway_pb2.IngestAudioRequest], context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.IngestAudioResponse:
+        """Cut a streamed sound into windows, encode them, then store them all (replacing an earlier version)."""
+        return await self._store_stream(
+            lambda: AudioIngest(self.config, self.backends, self.writer).run(request_iterator), context
+        )
+
+    async def _store_stream(self, run: Callable[[], Awaitable[T]], context: grpc.aio.ServicerContext) -> T:
+        """Run a client-streaming store (a video, a sound) and end the call with the status of what failed."""
         if not self.ready:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the gateway is still starting")
         try:
-            return await VideoIngest(self.config, self.backends, self.writer).run(request_iterator)
+            return await run()
         except Exception as exc:  # noqa: BLE001 - every failure gets its status from the one table
             code, message = status_of(exc)
         await context.abort(code, message)
@@ -78,9 +102,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     async def Delete(
         self, request: gateway_pb2.DeleteRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.DeleteResponse:
-        """Delete ids from every replica of their shards; a video's id deletes its frames first, then it."""
+        """Delete ids from every replica of their shards; a video's or sound's id deletes its parts first."""
         ids = self.config.limits.check_ids(request.ids)
-        frames = video_frame_ids(await self.writer.latest(ids))
+        frames = part_ids(await self.writer.latest(ids))
         positions = (await delete_in_batches(self.writer, frames, self.config.limits.max_batch)).positions
         outcome = await self.writer.delete(ids)
         return gateway_pb2.DeleteResponse(deleted=outcome.deleted, positions=[*positions, *outcome.positions])
@@ -97,6 +121,22 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             ],
             missing=[i for i in ids if i not in present],
         )
+
+    async def Reshard(
+        self, request: gateway_pb2.ReshardRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[gateway_pb2.ReshardProgress]:
+        """Admin: move the log's partitions to `shards` shards online (or plan it), streaming progress."""
+        if not self.ready:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the gateway is still starting")
+        try:
+            if self.resharder is None:
+                raise GatewayError(grpc.StatusCode.FAILED_PRECONDITION, NO_LOG)
+            async for progress in self.resharder.run(request.shards, request.dry_run):
+                yield progress
+            return
+        except Exception as exc:  # noqa: BLE001 - every failure gets its status from the one table
+            code, message = status_of(exc)
+        await context.abort(code, message)
 
     async def GetStats(
         self, request: gateway_pb2.GetStatsRequest, context: grpc.aio.ServicerContext
@@ -117,8 +157,14 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             count = max((r.count for r in replicas if r.healthy), default=0)
             total += count
             out.append(gateway_pb2.GatewayShardStats(shard=shard.number, replicas=replicas, count=count))
+        clip = self.backends.audio_clip
         return gateway_pb2.GetStatsResponse(
-            model_id=self.backends.model_id, dim=self.backends.dim, shards=out, total_count=total
+            model_id=self.backends.model_id,
+            dim=self.backends.dim,
+            shards=out,
+            total_count=total,
+            audio_sample_rate=clip.sample_rate if clip else 0,
+            audio_clip_seconds=clip.clip_seconds if clip else 0.0,
         )
 
 
