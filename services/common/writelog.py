@@ -14,8 +14,9 @@ ends with exactly the current content; one that restarts resumes after the last 
 partition. A stream per partition (not one stream with a subject per partition) because a consumer
 filtered to one partition of a shared stream scans the whole stream: measured on nats-server 2.9.10, 2,700
 messages/s against 40,000 for a whole stream, and 3 s against 27 ms to create 64 consumers. The partition
-and shard counts are fixed when the streams are created and written into their descriptions, so every
-process reads the same ones.
+count is fixed when the streams are created and written into their descriptions, with the shard count
+of the first partition map; which shard owns a partition is the partition map's to say
+(`services/common/partitionmap.py`), and it changes when the cluster is resharded.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ class LogConfig:
 
 @dataclasses.dataclass(frozen=True)
 class LogLayout:
-    """The stream, and the fixed partition and shard counts of the cluster it serves."""
+    """The stream, its fixed partition count, and the shard count it was created for (the first map's)."""
 
     stream: str
     placement: Placement
@@ -210,18 +211,21 @@ def _say(name: str, event: str) -> Callable[[], Awaitable[None]]:
 async def ensure_stream(
     js: JetStreamContext, stream: str, placement: Placement, replicas: int, max_bytes: int
 ) -> LogLayout:
-    """Create the log's streams for `placement`, or check that the existing ones were made for it."""
+    """Create the log's streams for `placement`, or check that the existing ones have its partition count."""
     layout = LogLayout(stream, placement)
     try:
         existing = await read_layout(js, stream)
     except nats.js.errors.NotFoundError:
         existing = layout
-    if existing.placement != placement:
+    if existing.placement.partitions != placement.partitions:
         raise ValueError(
-            f"the write log {stream} was created for {existing.placement.shards} shards and "
-            f"{existing.placement.partitions} partitions, this gateway is configured for {placement.shards} shards "
-            f"and {placement.partitions} partitions: they are fixed once data is stored"
+            f"the write log {stream} was created with {existing.placement.partitions} partitions, this gateway is "
+            f"configured for {placement.partitions} (CROSSMODAL_GATEWAY_LOG_PARTITIONS): the partition count is "
+            "fixed once the log exists"
         )
+    # The shard count in the description is the one the log was created for: the first partition map's. From
+    # then on the partition map (services/common/partitionmap.py) says which shard owns which partition.
+    layout = existing
     assert placement.partitions is not None
     # Partition 0's stream is made last: its existence is what says the log is complete (read_layout).
     for partition in [*range(1, placement.partitions), 0]:

@@ -8,6 +8,11 @@ over-fetching from the graph. A posting with one key is stored as the bare int, 
 metadata values unique to one item (file names, urls) are common and a set per item would cost
 ~200 bytes each.
 
+In log mode the catalog also knows each entry's write-log partition (computed from the id's routing key
+when the entry is added: `Entry.partition`) with a posting list per partition, so a search can be limited
+to the partitions its shard owns at the search's map version, and so that filter costs nothing in the
+steady state, when every stored item is in an owned partition (`simplify`).
+
 Not thread-safe: the shard changes and reads it only under its index lock.
 """
 
@@ -16,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable, Iterator
 
+from services.common.placement import item_hash
 from services.index.domain import Entry, Filter
 
 Posting = int | set[int]
@@ -56,9 +62,13 @@ def _keys(posting: Posting | None) -> Iterable[int]:
 class Catalog:
     """Live keys -> entries, with posting lists by modality, metadata pair and tag."""
 
-    def __init__(self) -> None:
+    def __init__(self, partitions: int | None = None) -> None:
         self._entries: dict[int, Entry] = {}
         self._postings: dict[object, Posting] = {}
+        # The write log's partition count (None in direct mode: entries carry no partition).
+        self.partitions = partitions
+        # Live entries per partition, kept as they change: stats read it without walking the postings.
+        self._per_partition: dict[int, int] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -72,9 +82,13 @@ class Catalog:
 
     def add(self, key: int, entry: Entry) -> None:
         """Record a new live key (keys are never reused, so it is not present yet)."""
+        if self.partitions:
+            entry = dataclasses.replace(entry, partition=item_hash(entry.id) % self.partitions)
         self._entries[key] = entry
         for name in self._names(entry):
             _post(self._postings, name, key)
+        if entry.partition >= 0:
+            self._per_partition[entry.partition] = self._per_partition.get(entry.partition, 0) + 1
 
     def remove(self, key: int) -> Entry | None:
         """Forget a key; its entry, or None when it was not live."""
@@ -82,10 +96,31 @@ class Catalog:
         if entry is not None:
             for name in self._names(entry):
                 _unpost(self._postings, name, key)
+            if entry.partition >= 0:
+                left = self._per_partition.pop(entry.partition) - 1
+                if left:
+                    self._per_partition[entry.partition] = left
         return entry
+
+    def with_partitions(self, partitions: int) -> Catalog:
+        """A copy of this catalog whose entries know their partition among `partitions`."""
+        out = Catalog(partitions)
+        for key, entry in self._entries.items():
+            out.add(key, entry)
+        return out
+
+    def partition_keys(self, partition: int) -> list[int]:
+        """The live keys stored in one partition (log mode)."""
+        return list(_keys(self._postings.get(("p", partition))))
+
+    def partition_counts(self) -> dict[int, int]:
+        """Live entries per partition that holds any (log mode)."""
+        return dict(self._per_partition)
 
     @staticmethod
     def _names(entry: Entry) -> Iterator[object]:
+        if entry.partition >= 0:
+            yield ("p", entry.partition)
         yield ("m", entry.modality)
         for pair in entry.metadata.items():
             yield ("k", *pair)
@@ -96,8 +131,13 @@ class Catalog:
         """`flt` without its modality part when every live entry has one of its modalities.
 
         A search for "any modality but video" on a shard that holds no video frames is then a plain
-        graph search again, not a filtered one.
+        graph search again, not a filtered one. The same for the partitions: when every entry is in a
+        partition the search may answer for (the steady state, no move under way), the limit goes.
         """
+        if flt.partitions is not None:
+            covered = sum(_size(self._postings.get(("p", p))) for p in flt.partitions)
+            if covered == len(self._entries):
+                flt = dataclasses.replace(flt, partitions=None)
         if flt.modalities:
             covered = sum(_size(self._postings.get(("m", m))) for m in flt.modalities)
             if covered == len(self._entries):
@@ -125,6 +165,8 @@ class Catalog:
 
             return sum(_size(postings.get(name)) for name in names), listed
 
+        if flt.partitions is not None:
+            options.append(union([("p", p) for p in flt.partitions]))
         if flt.modalities:
             options.append(union([("m", m) for m in flt.modalities]))
         for field, values in flt.clauses:

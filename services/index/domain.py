@@ -70,6 +70,8 @@ class Entry:
     metadata: Mapping[str, str]
     tags: tuple[str, ...]
     version: int
+    # The write-log partition of the id (its routing key's), set by the catalog in log mode; -1 otherwise.
+    partition: int = -1
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -92,14 +94,18 @@ class Filter:
     clauses: tuple[tuple[str, frozenset[str]], ...] = ()
     tags_all: tuple[str, ...] = ()
     tags_any: frozenset[str] = frozenset()
+    # The write-log partitions the shard answers for at the search's map version (None: every partition).
+    partitions: frozenset[int] | None = None
 
     @property
     def is_empty(self) -> bool:
         """Whether every entry matches."""
-        return not (self.modalities or self.clauses or self.tags_all or self.tags_any)
+        return not (self.modalities or self.clauses or self.tags_all or self.tags_any) and self.partitions is None
 
     def matches(self, entry: Entry) -> bool:
         """Whether `entry` satisfies every part of the filter."""
+        if self.partitions is not None and entry.partition not in self.partitions:
+            return False
         if self.modalities and entry.modality not in self.modalities:
             return False
         metadata = entry.metadata
@@ -172,6 +178,10 @@ class ShardStats:
     applied: tuple[tuple[int, int], ...] = ()
     log_lag: int = 0
     log_lag_seconds: float = 0.0
+    # With a write log: the latest partition map version the replica knows.
+    map_version: int = 0
+    # With a write log: live items per partition stored (owned, incoming or outgoing ones alike).
+    partition_items: tuple[tuple[int, int], ...] = ()
 
 
 def make_filter(

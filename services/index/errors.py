@@ -29,3 +29,7 @@ class ShardUnavailableError(IndexServiceError):
 
 class StorageFullError(IndexServiceError):
     """The shard's data directory has no space left; the write was rolled back, free space and retry."""
+
+
+class MapVersionError(IndexServiceError):
+    """A search or read was planned at a partition map version this replica cannot answer for; re-plan it."""

@@ -80,3 +80,12 @@ LOG_SKIPPED = Counter(
     "already_applied); their position still advances.",
     ["shard", "reason"],
 )
+MAP_VERSION = Gauge(
+    "crossmodal_index_partition_map_version",
+    "With a write log: the latest partition map version this process knows (resharding moves it on).",
+)
+PARTITIONS_DROPPED = Counter(
+    "crossmodal_index_partitions_dropped",
+    "With a write log: partitions the shard deleted after a reshard moved them to another shard.",
+    ["shard"],
+)

@@ -6,12 +6,15 @@ status codes in `_STATUS_CODES` and nowhere else; the contract's limits are `ser
 
 In log mode (a `LogFollower` is given) the replica's writes come from the write log only: direct
 writes are refused, reads with `after` positions first wait for the follower, and stats carry the
-applied positions and the lag.
+applied positions and the lag. A search or read that names a partition map version is answered from the
+partitions the shard owns at that version only (`LogFollower.partitions_at`), or ABORTED when the shard
+cannot (the gateway then re-reads the map and plans again).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
@@ -27,6 +30,7 @@ from services.index.domain import Hit, SearchQuery, item_from_proto, make_filter
 from services.index.errors import (
     IndexServiceError,
     InvalidArgumentError,
+    MapVersionError,
     PreconditionError,
     ShardUnavailableError,
     StorageFullError,
@@ -47,6 +51,8 @@ _STATUS_CODES: tuple[tuple[type[CallerError], grpc.StatusCode], ...] = (
     (LimitError, grpc.StatusCode.INVALID_ARGUMENT),
     (PreconditionError, grpc.StatusCode.FAILED_PRECONDITION),
     (UnknownShardError, grpc.StatusCode.NOT_FOUND),
+    # Not retried on another replica: the caller re-reads the partition map and plans the call again.
+    (MapVersionError, grpc.StatusCode.ABORTED),
     (ShardUnavailableError, grpc.StatusCode.UNAVAILABLE),
     # Retryable: the write was rolled back and succeeds once space is freed.
     (StorageFullError, grpc.StatusCode.RESOURCE_EXHAUSTED),
@@ -165,6 +171,21 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
         self._shards.get(shard)
         await self._follower.wait_applied(shard, positions, budget)
 
+    async def _partitions(self, shard: int, map_version: int) -> frozenset[int] | None:
+        """The partitions a call planned at `map_version` may be answered from (None: all the shard stores)."""
+        if not map_version or self._follower is None:
+            return None
+        return await self._follower.partitions_at(shard, map_version)
+
+    async def _partitions_or_abort(
+        self, context: grpc.aio.ServicerContext, shard: int, map_version: int
+    ) -> frozenset[int] | None:
+        try:
+            return await self._partitions(shard, map_version)
+        except IndexServiceError as exc:
+            await context.abort(status_code_for(exc), str(exc))
+        raise AssertionError("unreachable: context.abort raises")
+
     # --- RPCs --------------------------------------------------------------------------------
 
     async def UpsertVectors(
@@ -184,6 +205,8 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
     ) -> index_pb2.GetVectorsResponse:
         """Fetch stored items by id (after the `after` log positions were applied)."""
         await self._wait_after(context, request.shard, request.after)
+        # Routed at an older map: the shard must still hold what it owned then, or the ids would read as missing.
+        await self._partitions_or_abort(context, request.shard, request.map_version)
         return await self._run(context, self._get, request)
 
     async def SearchShard(
@@ -191,12 +214,13 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
     ) -> index_pb2.SearchShardResponse:
         """Top-K search on one shard (after the `after` log positions were applied)."""
         await self._wait_after(context, request.shard, request.after)
+        partitions = await self._partitions_or_abort(context, request.shard, request.map_version)
         # A plain graph search takes well under a millisecond, less than the hop to a worker thread: the
         # shard runs it here when it can (see Shard.try_search), and everything else on a thread.
-        response = await self._run(context, self._try_search, request, inline=True)
+        response = await self._run(context, self._try_search, request, partitions, inline=True)
         if response is not None:
             return response
-        return await self._run(context, self._search, request)
+        return await self._run(context, self._search, request, partitions)
 
     async def SearchShardBatch(
         self, request: index_pb2.SearchShardBatchRequest, context: grpc.aio.ServicerContext
@@ -212,7 +236,7 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
             response = None
             if not search.after:
                 try:
-                    response = self._try_search(search)
+                    response = self._try_search(search, await self._partitions(search.shard, search.map_version))
                 except Exception as exc:
                     results.append(_batch_failure(exc))
                     continue
@@ -232,8 +256,9 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
     ) -> index_pb2.SearchShardBatchResult:
         try:
             await self._wait_positions(search.shard, [(p.partition, p.sequence) for p in search.after], remaining)
+            partitions = await self._partitions(search.shard, search.map_version)
             loop = asyncio.get_running_loop()
-            response = await loop.run_in_executor(self._executor, self._search, search)
+            response = await loop.run_in_executor(self._executor, self._search, search, partitions)
         except Exception as exc:
             return _batch_failure(exc)
         return index_pb2.SearchShardBatchResult(response=response)
@@ -296,16 +321,22 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
             missing=missing,
         )
 
-    def _search(self, request: index_pb2.SearchShardRequest) -> index_pb2.SearchShardResponse:
-        response = self._search_on(request, wait=True)
+    def _search(
+        self, request: index_pb2.SearchShardRequest, partitions: frozenset[int] | None = None
+    ) -> index_pb2.SearchShardResponse:
+        response = self._search_on(request, partitions, wait=True)
         assert response is not None
         return response
 
-    def _try_search(self, request: index_pb2.SearchShardRequest) -> index_pb2.SearchShardResponse | None:
+    def _try_search(
+        self, request: index_pb2.SearchShardRequest, partitions: frozenset[int] | None = None
+    ) -> index_pb2.SearchShardResponse | None:
         """The search if the shard can answer it at once (`Shard.try_search`); None otherwise."""
-        return self._search_on(request, wait=False)
+        return self._search_on(request, partitions, wait=False)
 
-    def _search_on(self, request: index_pb2.SearchShardRequest, wait: bool) -> index_pb2.SearchShardResponse | None:
+    def _search_on(
+        self, request: index_pb2.SearchShardRequest, partitions: frozenset[int] | None, wait: bool
+    ) -> index_pb2.SearchShardResponse | None:
         shard = self._shards.get(request.shard)
         self._limits.check_k(request.k)
         flt = request.filter
@@ -323,6 +354,8 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
             include_vectors=request.include_vectors,
             model_id=request.model_id,
         )
+        if partitions is not None:
+            query = dataclasses.replace(query, filter=dataclasses.replace(query.filter, partitions=partitions))
         result = shard.search(query) if wait else shard.try_search(query)
         if result is None:
             return None
@@ -349,6 +382,8 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
                     applied=[types_pb2.LogPosition(partition=p, sequence=q) for p, q in s.applied],
                     log_lag=s.log_lag,
                     log_lag_seconds=s.log_lag_seconds,
+                    map_version=s.map_version,
+                    partition_items=dict(s.partition_items),
                 )
             )
         return index_pb2.GetShardStatsResponse(shards=out)

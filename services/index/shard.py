@@ -32,6 +32,14 @@ refuses a batch unless its recorded position is still the one the batch was read
 ever applied twice. Writes the shard refuses (another model, a broken limit) are skipped and counted, and
 their position still advances: a poison message must not stall its partition.
 
+Resharding (log mode, docs/architecture.md "Resharding"). Once the follower tells the shard the log's
+partition count (`use_partitions`), the catalog knows every entry's partition, and a search may be
+limited to the partitions the shard owns at the search's map version (`Filter.partitions`; simplified
+away when the shard stores nothing else, the steady state). `drop_partition` removes a partition a
+reshard moved away: under `_write_lock` like any writer, its items and its recorded position go in one
+store transaction, then graph and catalog, so a kill -9 leaves either both or neither (and the follower
+drops a leftover again at its next start).
+
 Durability (design.md, "Durability contract"):
 - Snapshot: under `_index_lock` the graph is serialised to memory (a memcpy-speed pause) together with
   the version it covers; the bytes are then written to `index-<version>-<ns>.usearch.tmp`, fsynced, renamed
@@ -173,6 +181,9 @@ class Shard:
         self._write_lock = threading.Lock()
         self._maintenance_lock = threading.Lock()
         self._index: Index | None = None
+        # The write log's partition count once the follower said it (log mode); the catalog then knows the
+        # partition of each entry, so searches can be limited to owned partitions and moved ones dropped.
+        self._partitions: int | None = None
         self._catalog = Catalog()
         self._applied_version = 0
         self._log_positions: dict[int, int] = {}
@@ -532,6 +543,40 @@ class Shard:
         metrics.WRITE_SECONDS.labels(self._label, "log").observe(time.perf_counter() - started)
         return LogApplyResult(applied, skipped, version, position)
 
+    def use_partitions(self, partitions: int) -> None:
+        """Learn the write log's partition count: from now on every entry knows its partition (log mode)."""
+        with self._write_lock, self._index_lock:
+            if self._partitions != partitions:
+                self._catalog = self._catalog.with_partitions(partitions)
+                self._partitions = partitions
+
+    def held_partitions(self) -> set[int]:
+        """The partitions the shard stores anything of: items, or an applied position (log mode)."""
+        return set(self._partition_counts()) | set(self._log_positions)
+
+    def drop_partition(self, partition: int) -> int:
+        """Delete every item of a partition the shard no longer owns, and its log position; how many items.
+
+        One commit (the store's `drop_partition`), then graph and catalog, as for a delete. The caller has
+        stopped applying the partition first, so no write of it lands after this.
+        """
+        self._check_open()
+        if self._partitions is None:
+            raise PreconditionError(f"shard {self.number} does not know the write log's partitions")
+        with self._write_lock:
+            self._check_open()
+            with self._index_lock:
+                keys = self._catalog.partition_keys(partition)
+            with self._disk_full_guard("drop"):
+                version, removed = self._store.drop_partition(partition, keys)
+            try:
+                if removed:
+                    self._apply(version, self.dim, None, None, {}, removed)
+            finally:
+                self._log_positions.pop(partition, None)
+        log.info("partition dropped", shard=self.number, partition=partition, items=len(removed))
+        return len(removed)
+
     def _refusal(self, write: LogOp, model_id: str, dim: int) -> tuple[str, str]:
         """Why a log write cannot be applied as ("reason", "detail"), or ("", "") when it can."""
         try:
@@ -581,6 +626,7 @@ class Shard:
         still be plain: the catalog drops it when every item of the shard passes it (`Catalog.simplify`).
         """
         flt = query.filter
+        # Modalities and partitions alone may simplify away (Catalog.simplify); other parts never do.
         only_modalities = not (flt.clauses or flt.tags_all or flt.tags_any)
         if query.exact or query.include_vectors or not only_modalities or self.settings.precision.reranked:
             return None
@@ -849,7 +895,7 @@ class Shard:
             catalog = self._catalog
             if self._needs_rebuild:
                 # A failed graph update may have left the catalog half-updated too.
-                catalog = Catalog()
+                catalog = Catalog(self._partitions)
                 for key, entry in self._store.entries():
                     catalog.add(key, entry)
             with self._index_lock:
@@ -910,7 +956,15 @@ class Shard:
             model_id=self._store.model_id,
             dim=self.dim,
             dtype=self.settings.dtype,
+            partition_items=tuple(sorted(self._partition_counts().items())),
         )
+
+    def _partition_counts(self) -> dict[int, int]:
+        if self._partitions is None:
+            return {}
+        # Not under _index_lock: stats must not wait for a graph update. Copying a dict is one step under the
+        # GIL, so the counts are those before or after some write, never torn.
+        return self._catalog.partition_counts()
 
     def _publish(self) -> None:
         metrics.VECTORS.labels(self._label).set(len(self._catalog))

@@ -9,10 +9,12 @@ Tables:
   covered by the latest snapshot are pruned when it is recorded.
 - `meta`: the store version, the key counter, the model id and dimension, and the latest snapshot's
   file name, version, size, CRC-32 and creation time.
-- `log_positions`: with a write log, the last log sequence applied per partition. It is written in the
-  same transaction as the items and removals it covers, so after any crash the store holds exactly the
-  writes up to its recorded positions: none is lost and none is applied twice (`apply_log` checks, inside
-  that transaction, that the position is still the one the batch was read after).
+- `log_positions`: with a write log, the last log sequence applied per partition the shard holds (a
+  partition moved away by a reshard loses its row and its items in one transaction, `drop_partition`).
+  It is written in the same transaction as the items and removals it covers, so after any crash the
+  store holds exactly the writes up to its recorded positions: none is lost and none is applied twice
+  (`apply_log` checks, inside that transaction, that the position is still the one the batch was read
+  after).
 
 Every write is one `BEGIN IMMEDIATE ... COMMIT` transaction; with synchronous=FULL the commit returns
 only after the WAL is fsynced, so whatever the caller acknowledges afterwards survives kill -9 and power
@@ -303,6 +305,28 @@ class Store:
             if rows:
                 self.model_id, self.dim = model_id, dim
         return self.version, keys, replaced + deleted
+
+    def drop_partition(self, partition: int, keys: Sequence[int]) -> tuple[int, list[int]]:
+        """Forget a write-log partition the shard no longer owns: its items (`keys`) and its position, in one commit.
+
+        After a reshard moved the partition away; a crash before the commit leaves both, and the next start
+        drops them again. Returns (version, the keys removed).
+        """
+        version = self.version + 1
+        removed: list[int] = []
+        with self._write() as cur:
+            for chunk in _chunks(list(keys)):
+                marks = ",".join("?" * len(chunk))
+                deleted = cur.execute(f"DELETE FROM items WHERE key IN ({marks}) RETURNING key", tuple(chunk))
+                removed.extend(int(r[0]) for r in deleted)
+            cur.executemany("INSERT INTO removed(key, version) VALUES (?, ?)", [(key, version) for key in removed])
+            cur.execute("DELETE FROM log_positions WHERE partition = ?", (partition,))
+            if removed:
+                self._set_meta(cur, version=version)
+        self.log_positions.pop(partition, None)
+        if removed:
+            self.version = version
+        return self.version, removed
 
     def record_snapshot(self, record: SnapshotRecord) -> None:
         """Make `record` the current snapshot and forget removals it already covers."""

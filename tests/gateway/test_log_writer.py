@@ -137,11 +137,15 @@ def test_an_unreachable_log_gives_a_retryable_status(nats: LogServer) -> None:
     asyncio.run(scenario())
 
 
-def test_a_log_made_for_another_layout_is_refused(nats: LogServer) -> None:
+def test_a_log_made_for_another_partition_count_is_refused(nats: LogServer) -> None:
     async def scenario() -> None:
         writer, nc = await _writer(nats.url)
-        with pytest.raises(ValueError, match="fixed once data is stored"):
-            await writelog.ensure_stream(writer.js, "CROSSMODAL", Placement(shards=4, partitions=8), 1, -1)
+        with pytest.raises(ValueError, match="partition count is fixed once the log exists"):
+            await writelog.ensure_stream(writer.js, "CROSSMODAL", Placement(shards=2, partitions=16), 1, -1)
+        # Another shard count is no mismatch: the partition map says which shard owns what (issue 19), and the
+        # layout keeps the shard count the log was created for, the first map's.
+        layout = await writelog.ensure_stream(writer.js, "CROSSMODAL", Placement(shards=4, partitions=8), 1, -1)
+        assert layout.placement == PLACEMENT
         await nc.close()  # type: ignore[attr-defined]
 
     asyncio.run(scenario())
