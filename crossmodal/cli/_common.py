@@ -18,7 +18,8 @@ from crossmodal.v1 import types_pb2
 from crossmodal.video.sampling import VIDEO_SUFFIXES
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
-__all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES"]
+AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a"})
+__all__ = ["AUDIO_SUFFIXES", "IMAGE_SUFFIXES", "VIDEO_SUFFIXES"]
 
 
 def add_connection_args(parser: argparse.ArgumentParser) -> None:
@@ -74,15 +75,20 @@ def clock(seconds: float) -> str:
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60:02d}:{rest % 60:02d}"
 
 
+def is_moment(hit: Hit) -> bool:
+    """Whether a hit is a span of a video or a sound (target video or audio), not a whole item."""
+    return hit.modality in ("video", "audio") and hit.end > 0
+
+
 def moments_table(hits: Sequence[Hit]) -> str:
-    """One line per video moment: `video.mp4  00:12-00:18  0.81`."""
+    """One line per moment of a video or sound: `video.mp4  00:12-00:18  0.81`."""
     width = max((len(h.id) for h in hits), default=0)
     return "\n".join(f"{h.id.ljust(width)}  {clock(h.start)}-{clock(h.end)}  {h.score:.2f}" for h in hits)
 
 
 def hits_table(hits: Sequence[Hit]) -> str:
-    """A plain-text table of hits (of moments, when every hit is a video moment)."""
-    if hits and all(h.modality == "video" and h.end > 0 for h in hits):
+    """A plain-text table of hits (of moments, when every hit is a moment of a video or sound)."""
+    if hits and all(is_moment(h) for h in hits):
         return moments_table(hits)
     rows = [("#", "score", "modality", "id", "text / path")]
     for n, hit in enumerate(hits, 1):
@@ -93,10 +99,10 @@ def hits_table(hits: Sequence[Hit]) -> str:
 
 
 def hits_json(hits: Sequence[Hit], partial: Sequence[int]) -> str:
-    """The hits as JSON; a video moment has `id` (the video), `start`, `end` and `best` (seconds) and `score`."""
+    """The hits as JSON; a moment has `id` (the video or sound), `start`, `end` and `best` (seconds), `score`."""
     out = []
     for h in hits:
-        if h.modality == "video" and h.end > 0:
+        if is_moment(h):
             out.append(
                 {"id": h.id, "start": h.start, "end": h.end, "score": h.score, "best": h.best, "metadata": h.metadata}
             )
@@ -121,8 +127,15 @@ def _thumbnail(path: str, size: int = 160) -> str | None:
         return None
 
 
+def _media_source(path: str, hit: Hit) -> str:
+    """The file's URL, with a media fragment (`#t=start,end`) that makes a player play the moment."""
+    fragment = f"#t={hit.start:.3f},{hit.end:.3f}" if is_moment(hit) else ""
+    return html.escape(Path(path).as_uri() + fragment, quote=True)
+
+
 def _moment_html(hit: Hit, n: int) -> str:
-    """A moment: its best frame as the poster of an HTML5 player that plays the span (a media fragment)."""
+    """A moment: its best frame as the poster of an HTML5 player that plays the span (a media fragment); a
+    sound's in an audio player."""
     caption = (
         f"#{n} {html.escape(hit.id)}<br>{clock(hit.start)}-{clock(hit.end)} (best {clock(hit.best)}), "
         f"score {hit.score:.4f}"
@@ -130,19 +143,29 @@ def _moment_html(hit: Hit, n: int) -> str:
     path = hit.metadata.get("path")
     if not path:
         return f"<figure class='hit'><figcaption>{caption}</figcaption></figure>"
+    if hit.modality == "audio":
+        return _audio_html(path, hit, caption)
     from crossmodal.video import thumbnail_at
 
     frame = thumbnail_at(path, hit.best)
     poster = f" poster='{_data_url(frame)}'" if frame is not None else ""
-    source = html.escape(Path(path).as_uri() + f"#t={hit.start:.3f},{hit.end:.3f}", quote=True)
     return (
         f"<figure class='hit moment'><video controls preload='metadata' width='240'{poster} "
-        f"src='{source}'></video><figcaption>{caption}</figcaption></figure>"
+        f"src='{_media_source(path, hit)}'></video><figcaption>{caption}</figcaption></figure>"
+    )
+
+
+def _audio_html(path: str, hit: Hit, caption: str) -> str:
+    """A sound: an audio player that plays its moment (or the whole sound)."""
+    return (
+        f"<figure class='hit moment'><audio controls preload='metadata' src='{_media_source(path, hit)}'>"
+        f"</audio><figcaption>{caption}</figcaption></figure>"
     )
 
 
 def write_html(path: Path, sections: Sequence[tuple[str, Sequence[Hit], str | None]]) -> None:
-    """A self-contained results page: per query, its hits with thumbnails (images) or texts."""
+    """A self-contained results page: per query (an image or sound file shown as the query), its hits with
+    thumbnails (images), players (video and sound moments, sounds) or texts."""
     parts = [
         "<!doctype html><meta charset='utf-8'><title>crossmodal results</title>",
         "<style>body{font-family:sans-serif;margin:2em}figure{display:inline-block;width:180px;margin:6px;"
@@ -152,13 +175,20 @@ def write_html(path: Path, sections: Sequence[tuple[str, Sequence[Hit], str | No
     ]
     for title, hits, query_image in sections:
         parts.append(f"<div class='q'><h2>{html.escape(title)}</h2>")
-        if query_image:
+        if query_image and Path(query_image).suffix.lower() in AUDIO_SUFFIXES:
+            source = html.escape(Path(query_image).resolve().as_uri(), quote=True)
+            parts.append(f"<p>query sound:<br><audio controls src='{source}'></audio></p>")
+        elif query_image:
             thumb = _thumbnail(query_image)
             if thumb:
                 parts.append(f"<p>query image:<br><img src='{thumb}' alt='query'></p>")
         for n, hit in enumerate(hits, 1):
-            if hit.modality == "video" and hit.end > 0:
+            if is_moment(hit):
                 parts.append(_moment_html(hit, n))
+                continue
+            if hit.modality == "audio" and "path" in hit.metadata:
+                caption = f"#{n} {html.escape(hit.id)}<br>score {hit.score:.4f} (audio)"
+                parts.append(_audio_html(hit.metadata["path"], hit, caption))
                 continue
             caption = f"#{n} {html.escape(hit.id)}<br>score {hit.score:.4f} ({hit.modality})"
             thumb = _thumbnail(hit.metadata["path"]) if hit.modality == "image" and "path" in hit.metadata else None

@@ -1,21 +1,32 @@
-"""`crossmodal demo` (`make demo`): a local cluster, a generated gallery, ingest and queries in every direction."""
+"""`crossmodal demo` (`make demo`): a local cluster, a generated gallery, videos and sounds, ingest and queries in
+every direction."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from crossmodal.cli._common import clock, hits_table, write_html
 from crossmodal.cli.ingest import discover, run_ingest
 from crossmodal.cli.up import add_cluster_args, spec_from
-from crossmodal.client import Client, Hit
+from crossmodal.client import Client, Hit, build_filter
 from crossmodal.cluster import ClusterError, LocalCluster
 
 if TYPE_CHECKING:
+    from crossmodal.scenes.sounds import SoundSpec
     from crossmodal.scenes.video import VideoSpec
+
+# The demo's sound set: short captioned sounds, and recordings made of several of them in a row.
+SHORT_SOUNDS = 12
+RECORDINGS = 2
+SOUNDS_PER_RECORDING = 4
 
 TEXT_QUERIES = (
     "a red circle",
@@ -58,6 +69,75 @@ def make_sample_videos(out: Path, count: int, seed: int) -> list[tuple[Path, Vid
     return specs
 
 
+@dataclass(frozen=True)
+class SoundSet:
+    """The demo's sounds: each short file with its spec, and each recording with its parts and their times."""
+
+    folder: Path
+    captions: Path
+    short: list[tuple[Path, SoundSpec]]
+    recordings: list[tuple[Path, list[tuple[float, float, SoundSpec]]]]
+
+
+def make_sample_sounds(out: Path, seed: int) -> SoundSet:
+    """Render a dozen captioned sounds and two recordings of several sounds in a row into `out` (once).
+
+    The captions go to `captions.jsonl` as text items `<file>#caption`, so that sounds can find their words.
+    """
+    from crossmodal.scenes.sounds import RATE, Split, caption, render_sound, sample_specs, write_wav
+
+    specs = sample_specs(SHORT_SOUNDS + RECORDINGS * SOUNDS_PER_RECORDING, Split.HELD_OUT, seed)
+    short = [(out / f"sound-{n:02d}.wav", spec) for n, spec in enumerate(specs[:SHORT_SOUNDS])]
+    recordings = []
+    for r in range(RECORDINGS):
+        parts = specs[SHORT_SOUNDS + r * SOUNDS_PER_RECORDING :][:SOUNDS_PER_RECORDING]
+        rendered = [render_sound(spec) for spec in parts]
+        times, at = [], 0.0
+        for spec, samples in zip(parts, rendered, strict=True):
+            times.append((at, at + samples.shape[0] / RATE, spec))
+            at += samples.shape[0] / RATE
+        recordings.append((out / "recordings" / f"recording-{r}.wav", times, rendered))
+    captions = out / "captions.jsonl"
+    result = SoundSet(out, captions, short, [(path, times) for path, times, _ in recordings])
+    if captions.exists():
+        print(f"sounds: reusing {len(short)} sounds and {len(recordings)} recordings in {out}")
+        return result
+    print(f"sounds: rendering {len(short)} captioned sounds and {len(recordings)} recordings into {out} ...")
+    (out / "recordings").mkdir(parents=True, exist_ok=True)
+    for path, spec in short:
+        write_wav(str(path), render_sound(spec))
+    for path, _, rendered in recordings:
+        write_wav(str(path), np.concatenate(rendered))
+    lines = [
+        json.dumps({"id": f"{path.name}#caption", "text": caption(spec), "metadata": {"sound": path.name}})
+        for path, spec in short
+    ]
+    tmp = captions.with_name("tmp-" + captions.name)
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tmp.rename(captions)  # last: its presence means the set is complete
+    return result
+
+
+def _sound_queries(client: Client, sounds: SoundSet, k: int, show: Any) -> None:
+    """text -> audio and audio -> text on the short sounds, and a moment query on a recording, beside the truth."""
+    from crossmodal.scenes.sounds import caption
+
+    for path, spec in sounds.short[:4]:
+        show(
+            f"text -> audio: {caption(spec)!r} (truth: {path.name})",
+            client.search(caption(spec), k=k, target="audio").hits,
+        )
+    # Among the sounds' captions only: the gallery's captions describe pictures.
+    captions = build_filter({"sound": [path.name for path, _ in sounds.short]})
+    for path, spec in sounds.short[4:7]:
+        hits = client.search(audio=path.read_bytes(), k=k, target="text", filter=captions).hits
+        show(f"audio -> text: {path.name} (truth: {caption(spec)!r})", hits, str(path))
+    recording, times = sounds.recordings[0]
+    start, end, spec = times[2]
+    truth = f"in {recording.name} {clock(start)}-{clock(end)}"
+    show(f"text -> audio moments: {caption(spec)!r} ({truth})", client.search(caption(spec), k=k, target="audio").hits)
+
+
 def _video_moments(client: Client, videos: list[tuple[Path, VideoSpec]], k: int, show: Any) -> None:
     """Moment search on the demo videos: each object's query against when it was really on screen."""
     for path, spec in videos[:2]:
@@ -71,6 +151,7 @@ def _handler(args: argparse.Namespace) -> int:
     data = args.data_dir
     jsonl = make_sample_gallery(data / "gallery", args.count, args.seed)
     videos = make_sample_videos(data / "videos", args.videos, args.seed)
+    sounds = make_sample_sounds(data / "sounds", args.seed)
     cluster = LocalCluster(spec_from(args), say=print)
     print(f"cluster: starting {args.shards} shard(s) x {args.replicas} replica(s), logs in {data / 'logs'}")
     try:
@@ -86,8 +167,21 @@ def _handler(args: argparse.Namespace) -> int:
                     f"search page: {cluster.http_url}/ while the demo runs; to browse afterwards: "
                     f"crossmodal up --data-dir {data}, then open http://127.0.0.1:8080/"
                 )
-            sources = discover([jsonl, data / "videos"])
-            print(f"ingest: {len(sources)} items (images and their captions, and {len(videos)} videos)")
+            audio = client.stats().audio_sample_rate > 0
+            if not audio:
+                print(
+                    "audio: skipped: the cluster has no audio encoder (the model bundle has no audio tower, or "
+                    "--no-audio); a bundle with audio.onnx adds the sound queries"
+                )
+            sources = discover([jsonl, data / "videos", *((sounds.folder, sounds.captions) if audio else ())])
+            print(
+                f"ingest: {len(sources)} items (images and their captions, {len(videos)} videos"
+                + (
+                    f", {len(sounds.short)} sounds, their captions and {len(sounds.recordings)} recordings)"
+                    if audio
+                    else ")"
+                )
+            )
             sent, acked, failures = run_ingest(client, sources, data / "ingest.acked", progress=not args.quiet)
             print(f"ingest: {acked} of {sent} acknowledged" + (f", failures: {dict(failures)}" if failures else ""))
             stats = client.stats()
@@ -115,6 +209,8 @@ def _handler(args: argparse.Namespace) -> int:
             )
             show(f"text -> text: {TEXT_QUERIES[0]!r}", client.search(TEXT_QUERIES[0], k=args.k, target="text").hits)
             _video_moments(client, videos, args.k, show)
+            if audio:
+                _sound_queries(client, sounds, args.k, show)
             page = data / "results.html"
             write_html(page, sections)
             print(f"\nresults page with thumbnails: {page.resolve()}")

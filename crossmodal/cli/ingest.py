@@ -1,4 +1,4 @@
-"""`crossmodal ingest`: stream folders of images and JSONL files into the gateway, resumably."""
+"""`crossmodal ingest`: stream folders of images, sounds and videos, and JSONL files into the gateway, resumably."""
 
 from __future__ import annotations
 
@@ -17,25 +17,32 @@ from typing import Any
 import grpc
 from tqdm import tqdm
 
-from crossmodal.cli._common import IMAGE_SUFFIXES, VIDEO_SUFFIXES, add_connection_args, connect
-from crossmodal.client import Ack, Client, IngestJournal, Item
+from crossmodal.bundle.audio import AudioInputError
+from crossmodal.cli._common import AUDIO_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES, add_connection_args, connect
+from crossmodal.client import Ack, AudioAck, Client, IngestJournal, Item, VideoAck
 from crossmodal.video import VideoError, VideoOptions
+
+# Files sent in a stream of their own (decoded here, as they are sent), by kind.
+TIMED_SUFFIXES = {**dict.fromkeys(VIDEO_SUFFIXES, "video"), **dict.fromkeys(AUDIO_SUFFIXES, "audio")}
 
 
 @dataclass(frozen=True)
 class Source:
-    """An item to send, read lazily; or a video file, decoded as it is sent."""
+    """An item to send, read lazily; or a video or sound file (`kind`), decoded as it is sent."""
 
     id: str
     load: Callable[[], Item]
     video: Path | None = None
+    kind: str = ""
 
 
-def _video_source(item_id: str, path: Path) -> Source:
+def _timed_source(item_id: str, path: Path) -> Source:
+    kind = TIMED_SUFFIXES[path.suffix.lower()]
+
     def not_an_item() -> Item:
-        raise TypeError(f"{path} is a video: it is sent with Client.ingest_video_file, not as an item")
+        raise TypeError(f"{path} is a {kind} file: it is streamed with Client.ingest_{kind}_file, not as an item")
 
-    return Source(item_id, not_an_item, path.resolve())
+    return Source(item_id, not_an_item, path.resolve(), kind)
 
 
 def _metadata(record: dict[str, Any]) -> dict[str, str]:
@@ -47,7 +54,7 @@ def _image_item(item_id: str, path: Path) -> Item:
 
 
 def discover(paths: Sequence[Path]) -> list[Source]:
-    """Every item under `paths`: image files found recursively, and the records of .jsonl files.
+    """Every item under `paths`: image, sound and video files found recursively, and the records of .jsonl files.
 
     A JSONL record holds `id`, and `text`, or `path` (an image, relative to the file) with an optional
     `caption`, which becomes a text item `<id>#caption`; `metadata` and `tags` are optional.
@@ -55,11 +62,11 @@ def discover(paths: Sequence[Path]) -> list[Source]:
     sources: list[Source] = []
     for root in paths:
         if root.is_dir():
-            wanted = IMAGE_SUFFIXES | VIDEO_SUFFIXES
+            wanted = IMAGE_SUFFIXES | TIMED_SUFFIXES.keys()
             for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in wanted and p.is_file()):
                 rel = path.relative_to(root).as_posix()
-                if path.suffix.lower() in VIDEO_SUFFIXES:
-                    sources.append(_video_source(rel, path))
+                if path.suffix.lower() in TIMED_SUFFIXES:
+                    sources.append(_timed_source(rel, path))
                 else:
                     sources.append(Source(rel, functools.partial(_image_item, rel, path)))
         elif root.suffix == ".jsonl":
@@ -73,10 +80,10 @@ def discover(paths: Sequence[Path]) -> list[Source]:
                 sources.extend(_from_record(root, number, record))
         elif root.suffix.lower() in IMAGE_SUFFIXES and root.is_file():
             sources.append(Source(root.name, functools.partial(_image_item, root.name, root)))
-        elif root.suffix.lower() in VIDEO_SUFFIXES and root.is_file():
-            sources.append(_video_source(root.name, root))
+        elif root.suffix.lower() in TIMED_SUFFIXES and root.is_file():
+            sources.append(_timed_source(root.name, root))
         else:
-            raise SystemExit(f"{root}: not a folder, a .jsonl file, an image or a video")
+            raise SystemExit(f"{root}: not a folder, a .jsonl file, an image, a sound or a video")
     return sources
 
 
@@ -127,8 +134,8 @@ def run_ingest(
 
     `state_file` is an IngestJournal: each OK acknowledgement is appended as it arrives, so a run that
     is interrupted (Ctrl-C, the client or the gateway killed) resumes by sending only the rest. Images
-    and texts go in one stream; then each video is decoded and sent in a call of its own, and a video
-    that fails (a damaged file, a limit) is counted with its reason while the others go on.
+    and texts go in one stream; then each sound and video is decoded and sent in a call of its own, and
+    one that fails (a damaged file, a limit) is counted with its reason while the others go on.
     """
     journal = IngestJournal(state_file)
     videos = [s for s in sources if s.video is not None and s.id not in journal]
@@ -156,30 +163,36 @@ def run_ingest(
             else:
                 failures[f"{ack.code.name}: {ack.message}"] += 1
         bar.close()
-        acked += _ingest_videos(client, videos, journal, video_options or VideoOptions(), failures, progress, out)
+        acked += _ingest_timed(client, videos, journal, video_options or VideoOptions(), failures, progress, out)
     wait_searchable(client, out=out)
     return len(todo) + len(videos), acked, failures
 
 
-def _ingest_videos(
+def _ingest_timed(
     client: Client,
-    videos: Sequence[Source],
+    files: Sequence[Source],
     journal: IngestJournal,
     options: VideoOptions,
     failures: Counter[str],
     progress: bool,
     out: Any,
 ) -> int:
-    """Decode and store each video in turn; returns how many were stored."""
+    """Decode and store each video and sound in turn; returns how many were stored."""
     stored = 0
-    bar = tqdm(total=len(videos), unit="video", disable=not progress or not videos, file=out, dynamic_ncols=True)
-    for source in videos:
+    bar = tqdm(total=len(files), unit="file", disable=not progress or not files, file=out, dynamic_ncols=True)
+    for source in files:
         assert source.video is not None
         bar.set_postfix_str(source.id[-40:])
+        ack: AudioAck | VideoAck
         try:
-            ack = client.ingest_video_file(source.id, source.video, options=options)
+            if source.kind == "audio":
+                ack = client.ingest_audio_file(source.id, source.video, max_seconds=options.max_seconds)
+            else:
+                ack = client.ingest_video_file(source.id, source.video, options=options)
         except VideoError as exc:
             failures[f"{exc.code.name} ({exc.reason}): {exc.message}"] += 1
+        except AudioInputError as exc:
+            failures[f"INVALID_ARGUMENT ({exc.kind}): {source.id}: {exc.reason}"] += 1
         except grpc.RpcError as exc:
             if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
                 raise  # the gateway went away: stop, a rerun resumes from here
@@ -247,9 +260,15 @@ def _handler(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     """Add the `ingest` subcommand."""
-    parser = subparsers.add_parser("ingest", help="ingest folders of images and videos, and JSONL files (resumable)")
+    parser = subparsers.add_parser(
+        "ingest", help="ingest folders of images, sounds and videos, and JSONL files (resumable)"
+    )
     parser.add_argument(
-        "paths", nargs="+", type=Path, metavar="PATH", help="folders, images, videos (mp4 mov mkv webm) or .jsonl files"
+        "paths",
+        nargs="+",
+        type=Path,
+        metavar="PATH",
+        help="folders, images, sounds (wav flac mp3 ogg opus m4a), videos (mp4 mov mkv webm) or .jsonl files",
     )
     defaults = VideoOptions()
     parser.add_argument(
@@ -265,7 +284,7 @@ def register(subparsers: Any) -> None:
         "--max-video-seconds",
         type=float,
         default=defaults.max_seconds,
-        help=f"refuse longer videos (default {defaults.max_seconds:g}; the gateway has its own limit too)",
+        help=f"refuse longer videos and sounds (default {defaults.max_seconds:g}; the gateway has its own limit too)",
     )
     parser.add_argument("--state", type=Path, help="file of acknowledged ids (default: under ~/.cache/crossmodal)")
     parser.add_argument("--restart", action="store_true", help="forget earlier progress and send everything")

@@ -1,4 +1,5 @@
-"""Video in the SDK: decoding with PyAV, frame sampling with scene changes, and the errors of bad files."""
+"""Video in the SDK: decoding with PyAV (frames and sound track), frame sampling with scene changes, and the
+errors of bad files."""
 
 from crossmodal.video.decode import (
     VIDEO_SUFFIXES,
@@ -6,6 +7,7 @@ from crossmodal.video.decode import (
     VideoError,
     VideoInfo,
     VideoOptions,
+    audio_track,
     probe,
     sample_video,
     thumbnail_at,
@@ -19,6 +21,7 @@ __all__ = [
     "VideoError",
     "VideoInfo",
     "VideoOptions",
+    "audio_track",
     "change_score",
     "probe",
     "sample_video",

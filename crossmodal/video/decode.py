@@ -80,6 +80,8 @@ class VideoInfo:
     height: int
     codec: str
     container: str
+    # Whether the file has a sound track (`audio_track` decodes it).
+    audio: bool = False
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,12 @@ def probe(path: str | Path) -> VideoInfo:
     with _open(path) as container:
         stream = _video_stream(container, path)
         return VideoInfo(
-            _duration(container, stream), stream.width, stream.height, stream.codec_context.name, container.format.name
+            _duration(container, stream),
+            stream.width,
+            stream.height,
+            stream.codec_context.name,
+            container.format.name,
+            bool(container.streams.audio),
         )
 
 
@@ -228,6 +235,42 @@ def _frames(path: Path, info: VideoInfo, options: VideoOptions) -> Iterator[Samp
             f"{path.name}: the frames end at {max(last, 0):.1f} s but the file says it lasts {info.duration:.1f} s; "
             "it was cut short (an incomplete download or copy?): nothing of it was stored",
         )
+
+
+def audio_track(path: str | Path, sample_rate: int, max_seconds: float, chunk_bytes: int) -> Iterator[bytes]:
+    """The video's first sound track as 16-bit mono PCM at `sample_rate`, in pieces of about `chunk_bytes`.
+
+    Decoded lazily (a second pass over the file, after its frames); raises VideoError for damaged sound
+    data or a track longer than `max_seconds`. A sound codec this FFmpeg cannot decode gives no samples.
+    """
+    path = Path(path)
+    pending = bytearray()
+    held = 0
+    with _open(path) as container:
+        if not container.streams.audio:
+            return
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=sample_rate)
+        try:
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    pending += bytes(out.planes[0])[: out.samples * 2]
+                    held += out.samples
+                if held > max_seconds * sample_rate:
+                    _check_length(path, held / sample_rate, VideoOptions(max_seconds=max_seconds))
+                while len(pending) >= chunk_bytes:
+                    yield bytes(pending[:chunk_bytes])
+                    del pending[:chunk_bytes]
+            for out in resampler.resample(None):
+                pending += bytes(out.planes[0])[: out.samples * 2]
+        except av.error.FFmpegError as exc:
+            raise VideoError(
+                "corrupt",
+                f"{path.name}: damaged sound data after {held / sample_rate:.1f} s ({_ffmpeg_reason(exc)}); "
+                "nothing of it was stored",
+            ) from None
+    if pending:
+        yield bytes(pending)
 
 
 def thumbnail_at(path: str | Path, seconds: float, size: int = 160) -> Image.Image | None:

@@ -21,7 +21,12 @@ import numpy as np
 from crossmodal.v1 import types_pb2
 from services.common.config import setting
 
-MODALITIES = (int(types_pb2.MODALITY_IMAGE), int(types_pb2.MODALITY_TEXT), int(types_pb2.MODALITY_VIDEO))
+MODALITIES = (
+    int(types_pb2.MODALITY_IMAGE),
+    int(types_pb2.MODALITY_TEXT),
+    int(types_pb2.MODALITY_VIDEO),
+    int(types_pb2.MODALITY_AUDIO),
+)
 MAX_ID_BYTES = 256
 MAX_TAGS = 64
 MAX_FILTER_CLAUSES = 16
@@ -196,4 +201,4 @@ def check_modality(modality: int, allow_unspecified: bool) -> None:
     if modality == 0 and allow_unspecified:
         return
     if modality not in MODALITIES:
-        raise LimitError(f"modality {modality} is not MODALITY_IMAGE, MODALITY_TEXT or MODALITY_VIDEO")
+        raise LimitError(f"modality {modality} is not MODALITY_IMAGE, MODALITY_TEXT, MODALITY_VIDEO or MODALITY_AUDIO")

@@ -73,5 +73,10 @@ class AudioTower:
         return _warmup_sounds()
 
     def describe(self) -> Mapping[str, float]:
-        """The clip length and the sample rate."""
-        return {"clip_seconds": self._audio.clip_seconds, "sample_rate": self._audio.sample_rate}
+        """The clip length, the sample rate and the hop between the windows of a long sound."""
+        audio = self._audio
+        return {
+            "clip_seconds": audio.clip_seconds,
+            "sample_rate": audio.sample_rate,
+            "window_hop_seconds": audio.window_hop_seconds,
+        }

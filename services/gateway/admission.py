@@ -72,6 +72,13 @@ def gates(config: GatewayConfig) -> dict[str, Gate]:
             "video ingest streams open",
             "CROSSMODAL_GATEWAY_MAX_INGEST_STREAMS",
         ),
+        # A sound stream holds its windows' vectors and up to one clip of samples until the sound ends.
+        f"/{GATEWAY_SERVICE}/IngestAudio": Gate(
+            "IngestAudio",
+            config.max_ingest_streams,
+            "sound ingest streams open",
+            "CROSSMODAL_GATEWAY_MAX_INGEST_STREAMS",
+        ),
     }
 
 

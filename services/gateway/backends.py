@@ -251,10 +251,27 @@ def _split(items: list[encoder_pb2.EncodeItem], max_bytes: int, max_items: int) 
 
 @dataclass
 class Encoded:
-    """One item's encoding: its vector, or why it has none."""
+    """One item's encoding: its vector, or why it has none; `truncated` when the encoder cut the input."""
 
     vector: list[float] | None
     error: GatewayError | None = None
+    truncated: bool = False
+
+
+@dataclass(frozen=True)
+class AudioClip:
+    """What the audio tower encodes (from its GetModelInfo): a clip's length, its rate, the hop of windows."""
+
+    clip_seconds: float
+    sample_rate: int
+    hop_seconds: float
+
+
+NO_AUDIO = (
+    "this cluster has no audio encoder (CROSSMODAL_GATEWAY_AUDIO_ENCODERS is empty), so it cannot encode or "
+    "search sounds; serve a bundle with an audio tower with services.encoder_audio and list its address in "
+    "CROSSMODAL_GATEWAY_AUDIO_ENCODERS (`crossmodal up` does both when the bundle has an audio tower)"
+)
 
 
 @dataclass
@@ -267,6 +284,15 @@ class Backends:
     placement: Placement
     model_id: str
     dim: int
+    # The audio tower's pool and clip, when the cluster has one (CROSSMODAL_GATEWAY_AUDIO_ENCODERS).
+    audio: EncoderPool | None = None
+    audio_clip: AudioClip | None = None
+
+    def audio_pool(self) -> tuple[EncoderPool, AudioClip]:
+        """The audio encoders and their clip; FAILED_PRECONDITION when the cluster has none."""
+        if self.audio is None or self.audio_clip is None:
+            raise GatewayError(grpc.StatusCode.FAILED_PRECONDITION, NO_AUDIO)
+        return self.audio, self.audio_clip
 
     async def encode(self, pool: EncoderPool, items: list[encoder_pb2.EncodeItem], timeout: float) -> list[Encoded]:
         """Encode `items` with one pool; per item, its vector or the error to report for it.
@@ -298,7 +324,7 @@ class Backends:
             )
             return [Encoded(None, error)] * len(items)
         return [
-            Encoded(list(r.vector))
+            Encoded(list(r.vector), truncated=r.truncated)
             if r.status.code == OK
             else Encoded(None, GatewayError(code_of(r.status.code), r.status.message))
             for r in response.results
@@ -308,5 +334,7 @@ class Backends:
         """Close every channel."""
         await self.text.close()
         await self.image.close()
+        if self.audio is not None:
+            await self.audio.close()
         for shard in self.shards:
             await shard.close()

@@ -104,6 +104,8 @@ class IngestPipeline:
         """Check an item; a refused one is acknowledged at once with its reason."""
         try:
             check_item(item, self.config.limits)
+            if item.WhichOneof("content") == "audio":
+                self.backends.audio_pool()  # FAILED_PRECONDITION for this item when the cluster has no audio tower
         except Exception as exc:  # noqa: BLE001 - every failure gets its status from the one table
             code, message = status_of(exc)
             INGEST_ITEMS.labels(code.name).inc()
@@ -153,13 +155,13 @@ class IngestPipeline:
         return acks
 
     async def _encode(self, batch: Sequence[gateway_pb2.IngestRequest]) -> list[Encoded]:
-        """Each item's vector or error: texts and images go to their towers at the same time."""
+        """Each item's vector or error: texts, images and sounds go to their towers at the same time."""
         backends, timeout = self.backends, self.config.encode_timeout_ms / 1000
         encoded: list[Encoded] = [Encoded(None)] * len(batch)
         jobs: list[tuple[list[int], EncoderPool, list[encoder_pb2.EncodeItem]]] = []
-        for kind, pool in (("text", backends.text), ("image", backends.image)):
+        for kind, pool in (("text", backends.text), ("image", backends.image), ("audio", backends.audio)):
             positions = [i for i, item in enumerate(batch) if item.WhichOneof("content") == kind]
-            if positions:
+            if positions and pool is not None:
                 jobs.append(
                     (positions, pool, [encoder_pb2.EncodeItem(**{kind: getattr(batch[i], kind)}) for i in positions])
                 )
@@ -170,8 +172,11 @@ class IngestPipeline:
         return encoded
 
 
+_MODALITIES = {"text": types_pb2.MODALITY_TEXT, "image": types_pb2.MODALITY_IMAGE, "audio": types_pb2.MODALITY_AUDIO}
+
+
 def _index_item(item: gateway_pb2.IngestRequest, encoded: Encoded) -> index_pb2.IndexItem:
-    modality = types_pb2.MODALITY_TEXT if item.WhichOneof("content") == "text" else types_pb2.MODALITY_IMAGE
+    modality = _MODALITIES[item.WhichOneof("content") or "image"]
     return index_pb2.IndexItem(
         id=item.id, vector=encoded.vector, modality=modality, metadata=item.metadata, tags=item.tags
     )

@@ -1,4 +1,8 @@
-"""Moments: the frames a search found, merged into spans of videos (target MODALITY_VIDEO).
+"""Moments: the frames (or audio windows) a search found, merged into spans of videos or sounds.
+
+Target MODALITY_VIDEO merges frames; target MODALITY_AUDIO merges the windows of long sounds and of videos'
+audio tracks the same way, a window standing for its span (its `interval` is the clip length, so the moment
+ends where its last window ends). A short sound stored whole is a moment of its own, 0 to its length.
 
 A pure function over frame hits, so every rule is tested without a cluster. Per video, the frames
 scoring within `margin` of that video's best frame match; matching frames at most `gap_factor` sampling
@@ -14,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from crossmodal.v1 import index_pb2
-from services.common.placement import video_of
+from services.common.placement import parent_of, video_of
 
 # Metadata every stored frame carries beside its video's own.
 VIDEO_ID_KEY = "video_id"
@@ -27,6 +31,19 @@ VIDEO_FRAMES_KEY = "video_frames"
 FRAME_KEYS = (VIDEO_ID_KEY, FRAME_SECONDS_KEY, FRAME_INTERVAL_KEY, VIDEO_DURATION_KEY, SCENE_CHANGE_KEY)
 # What is left out of a moment's metadata: it describes one frame, not the video.
 FRAME_ONLY_KEYS = (VIDEO_ID_KEY, FRAME_SECONDS_KEY, SCENE_CHANGE_KEY)
+
+# Sounds: every sound (short item, window, record) carries its length; a window also its parent and span.
+AUDIO_DURATION_KEY = "duration_seconds"
+AUDIO_ID_KEY = "audio_id"
+WINDOW_START_KEY = "window_start"
+WINDOW_END_KEY = "window_end"
+WINDOW_LENGTH_KEY = "window_length"
+# Metadata of the record of a long sound or of a video with sound: how many audio windows it has.
+AUDIO_WINDOWS_KEY = "audio_windows"
+WINDOW_KEYS = (AUDIO_ID_KEY, WINDOW_START_KEY, WINDOW_END_KEY, WINDOW_LENGTH_KEY, AUDIO_DURATION_KEY)
+WINDOW_ONLY_KEYS = (AUDIO_ID_KEY, VIDEO_ID_KEY, WINDOW_START_KEY, WINDOW_END_KEY, WINDOW_LENGTH_KEY)
+# Keys the gateway writes on records, frames and windows: refused in the metadata callers send.
+RESERVED_KEYS = frozenset({*FRAME_KEYS, VIDEO_FRAMES_KEY, *WINDOW_KEYS, AUDIO_WINDOWS_KEY})
 
 
 @dataclass(frozen=True)
@@ -65,6 +82,23 @@ def frame_of(hit: index_pb2.SearchHit) -> Frame | None:
     except (KeyError, ValueError):
         return None
     return Frame(video, seconds, hit.score, interval, duration, hit)
+
+
+def sound_of(hit: index_pb2.SearchHit) -> Frame | None:
+    """What an audio hit stands for in a moment search: a window of its parent, a short sound whole, or None
+    for the record of a long sound (its windows answer for it)."""
+    if AUDIO_WINDOWS_KEY in hit.metadata:
+        return None
+    try:
+        duration = float(hit.metadata.get(AUDIO_DURATION_KEY, "0"))
+        parent = parent_of(hit.id)
+        if parent is None:
+            return Frame(hit.id, 0.0, hit.score, max(duration, 0.0), duration, hit)
+        start = float(hit.metadata[WINDOW_START_KEY])
+        length = float(hit.metadata[WINDOW_LENGTH_KEY])
+    except (KeyError, ValueError):
+        return None
+    return Frame(parent, start, hit.score, length, duration, hit)
 
 
 def merge_moments(frames: Iterable[Frame], k: int, margin: float, gap_factor: float = 1.5) -> list[Moment]:

@@ -18,7 +18,8 @@ or UpsertVectors reply.
 | Search | like_id: empty or over 256 bytes / not stored / stored | INVALID_ARGUMENT / NOT_FOUND / OK | - |
 | Search | k over CROSSMODAL_MAX_K, 2^32-1, negative (read as 2^32-n) | INVALID_ARGUMENT | - |
 | Search | k 0 (default) or 1..MAX_K, with a valid query | OK | - |
-| Search | target not a Modality (3, -1, 2^31-1) | INVALID_ARGUMENT | - |
+| Search | target not a Modality (5, -1, 2^31-1) | INVALID_ARGUMENT | - |
+| Search | target MODALITY_AUDIO, valid otherwise, on a cluster without an audio encoder | FAILED_PRECONDITION | - |
 | Search | filter: key not 1-128 B, 0 or > 64 values, a value > 1 KiB, > 16 clauses | INVALID_ARGUMENT | - |
 | Search | filter: > 16 tags_all, > 64 tags_any | INVALID_ARGUMENT | - |
 | Search | filter: an empty tag | INVALID_ARGUMENT | - |
@@ -67,11 +68,11 @@ TRANSPORT = frozenset({INVALID, EXHAUSTED})
 
 # (rpc, input class) -> the documented call statuses. The table in the docstring is the same, in words.
 CALL: dict[tuple[str, str], frozenset[grpc.StatusCode]] = {
-    ("Search", "vector"): frozenset({OK, INVALID, UNAVAILABLE}),
-    ("Search", "text"): frozenset({OK, INVALID, UNAVAILABLE}),
-    ("Search", "image"): frozenset({OK, INVALID, UNAVAILABLE}),
-    ("Search", "like_id"): frozenset({OK, INVALID, NOT_FOUND, UNAVAILABLE}),
-    ("Search", "raw"): frozenset({OK, INVALID, NOT_FOUND, UNAVAILABLE}) | TRANSPORT,
+    ("Search", "vector"): frozenset({OK, INVALID, PRECONDITION, UNAVAILABLE}),
+    ("Search", "text"): frozenset({OK, INVALID, PRECONDITION, UNAVAILABLE}),
+    ("Search", "image"): frozenset({OK, INVALID, PRECONDITION, UNAVAILABLE}),
+    ("Search", "like_id"): frozenset({OK, INVALID, NOT_FOUND, PRECONDITION, UNAVAILABLE}),
+    ("Search", "raw"): frozenset({OK, INVALID, NOT_FOUND, PRECONDITION, UNAVAILABLE}) | TRANSPORT,
     ("Ingest", "items"): frozenset({OK}),
     ("Ingest", "raw"): frozenset({OK}) | TRANSPORT,
     ("Delete", "ids"): frozenset({OK, INVALID}),

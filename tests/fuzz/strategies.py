@@ -215,12 +215,12 @@ def k_values(limit: int = MAX_K) -> st.SearchStrategy[int]:
     )
 
 
-MODALITIES = st.sampled_from([0, 1, 2, 3, 4, -1, 2**31 - 1, -(2**31)])
+MODALITIES = st.sampled_from([0, 1, 2, 3, 4, 5, -1, 2**31 - 1, -(2**31)])
 
 
 def modality_ok(value: int, allow_unspecified: bool) -> bool:
     """Whether a modality number is a known one."""
-    return value in (1, 2, 3) or (allow_unspecified and value == 0)
+    return value in (1, 2, 3, 4) or (allow_unspecified and value == 0)
 
 
 def filters() -> st.SearchStrategy[types_pb2.Filter]:

@@ -85,7 +85,9 @@ async function runSearch(query) {
   if (query.file) {
     const form = new FormData();
     form.append("request", JSON.stringify(request));
-    form.append("image", query.file, query.file.name || "image");
+    // A sound file is sent as the request's `audio` bytes (its first clip is searched with), anything else as `image`.
+    const part = (query.file.type || "").startsWith("audio/") ? "audio" : "image";
+    form.append(part, query.file, query.file.name || part);
     init = { method: "POST", headers: headers(), body: form };
   } else {
     if (query.text !== undefined) request.text = query.text;
@@ -149,13 +151,14 @@ function fillMedia(box, result) {
     box.appendChild(text);
     return;
   }
-  // Audio: there is no audio modality yet. When there is one, render <audio controls> from /media here.
+  // A sound (whole, or a moment of one) plays in an audio player from /media, from the moment's start.
+  const audio = result.modality === "MODALITY_AUDIO";
   const video = isVideo(result);
-  const element = document.createElement(video ? "video" : "img");
-  if (video) {
+  const element = document.createElement(video ? "video" : audio ? "audio" : "img");
+  if (video || audio) {
     element.controls = true;
     element.preload = "metadata";
-    element.muted = true;
+    element.muted = video;
     const start = momentStart(result);
     element.addEventListener("loadedmetadata", () => { element.currentTime = start; }, { once: true });
   } else {
@@ -163,9 +166,9 @@ function fillMedia(box, result) {
     element.className = "thumb";
     element.loading = "lazy";
   }
-  mediaSource(result.id, video ? "media" : "thumbnail").then(
+  mediaSource(result.id, video || audio ? "media" : "thumbnail").then(
     (src) => {
-      if (video) {
+      if (video || audio) {
         const start = momentStart(result);
         element.src = src + (src.startsWith("blob:") ? "" : "#t=" + start + (result.endSeconds ? "," + result.endSeconds : ""));
       } else {
@@ -245,18 +248,20 @@ function render(results) {
 
 function setFile(file) {
   if (!file) return;
-  if (file.type && !file.type.startsWith("image/")) {
-    showError("That file is not an image (" + file.type + "); drop a JPEG, PNG, WebP or GIF.");
+  const sound = (file.type || "").startsWith("audio/");
+  if (file.type && !sound && !file.type.startsWith("image/")) {
+    showError("That file is neither an image nor a sound (" + file.type + "); drop a JPEG, PNG, WAV, MP3 or FLAC.");
     return;
   }
   state.file = file;
   const label = $("drop-label");
   label.replaceChildren();
-  const preview = document.createElement("img");
+  const preview = document.createElement(sound ? "audio" : "img");
   const url = URL.createObjectURL(file);
   preview.src = url;
-  preview.alt = "query image";
-  label.append(preview, document.createTextNode(file.name || "image"));
+  if (sound) preview.controls = true;
+  else preview.alt = "query image";
+  label.append(preview, document.createTextNode(file.name || (sound ? "sound" : "image")));
   $("clear-file").hidden = false;
   $("query").value = "";
   search({ file: file });
@@ -265,7 +270,7 @@ function setFile(file) {
 function clearFile() {
   state.file = null;
   $("file").value = "";
-  $("drop-label").textContent = "Drop an image here, or click to choose one, to search with it";
+  $("drop-label").textContent = "Drop an image or a sound here, or click to choose one, to search with it";
   $("clear-file").hidden = true;
 }
 
