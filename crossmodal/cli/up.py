@@ -20,6 +20,7 @@ from crossmodal.cluster import (
 )
 
 DEFAULT_HTTP_PORT = 8080
+DEFAULT_AUDIO_ENCODER_PORT = 50055
 
 
 def add_cluster_args(parser: argparse.ArgumentParser, data_dir: str) -> None:
@@ -31,6 +32,19 @@ def add_cluster_args(parser: argparse.ArgumentParser, data_dir: str) -> None:
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bundle variant")
     parser.add_argument("--port", type=int, default=50051, help="gateway port (0: any free port)")
     parser.add_argument("--encoder-ports", type=int, nargs=2, default=(50052, 50053), metavar=("TEXT", "IMAGE"))
+    parser.add_argument(
+        "--audio-encoder-port",
+        type=int,
+        default=None,
+        help=f"port of the audio encoder, started when the bundle has an audio tower (0: any free port; default "
+        f"{DEFAULT_AUDIO_ENCODER_PORT}, or a free port when --port is 0)",
+    )
+    parser.add_argument(
+        "--no-audio",
+        action="store_true",
+        help="do not start the audio encoder even if the bundle has an audio tower (saves its memory; the "
+        "gateway then refuses audio queries and audio items)",
+    )
     parser.add_argument(
         "--text-encoders", type=int, default=1, help="text encoder processes; those after the first use free ports"
     )
@@ -80,10 +94,14 @@ def spec_from(args: argparse.Namespace) -> ClusterSpec:
         raise SystemExit("--shards and --replicas must be at least 1")
     if not 1 <= args.text_encoders <= MAX_TEXT_ENCODERS:
         raise SystemExit(f"--text-encoders must be 1-{MAX_TEXT_ENCODERS}")
+    # A gateway on a free port means "no fixed ports" (tests, several clusters at once): the same for HTTP
+    # and the audio encoder when their ports are not given.
     http_port = args.http_port
     if http_port is None:
-        # A gateway on a free port means "no fixed ports" (tests, several clusters at once): the same for HTTP.
         http_port = 0 if args.port == 0 else DEFAULT_HTTP_PORT
+    audio_port = args.audio_encoder_port
+    if audio_port is None:
+        audio_port = 0 if args.port == 0 else DEFAULT_AUDIO_ENCODER_PORT
     return ClusterSpec(
         data_dir=args.data_dir,
         shards=args.shards,
@@ -93,6 +111,8 @@ def spec_from(args: argparse.Namespace) -> ClusterSpec:
         gateway_port=args.port,
         text_encoder_port=args.encoder_ports[0],
         image_encoder_port=args.encoder_ports[1],
+        audio_encoder_port=audio_port,
+        audio=not args.no_audio,
         index_base_port=args.index_base_port,
         metrics_base_port=args.metrics_base_port,
         text_encoders=args.text_encoders,
@@ -105,6 +125,15 @@ def spec_from(args: argparse.Namespace) -> ClusterSpec:
 def say(message: str) -> None:
     """Print a line at once: the supervisor speaks from its own thread while the output may be a file."""
     print(message, flush=True)
+
+
+def _audio_note(cluster: LocalCluster) -> str:
+    """Why the cluster serves no audio, when it does not."""
+    if "audio" in cluster.encoders:
+        return ""
+    if not cluster.spec.audio:
+        return " (audio encoder left off by --no-audio: audio queries and items are refused)"
+    return " (the bundle has no audio tower)"
 
 
 def _handler(args: argparse.Namespace) -> int:
@@ -133,6 +162,7 @@ def _handler(args: argparse.Namespace) -> int:
         print(f"\ncrossmodal is up: gateway at {cluster.address}; metrics of each process listed above")
         if cluster.log is not None:
             print(f"  write log (NATS JetStream): {cluster.log.url}, stored in {spec.data_dir / 'log'}")
+        print(f"  towers: {', '.join(cluster.encoders)}{_audio_note(cluster)}")
         print("  a process that exits is restarted on its ports and data (back-off 0.5 s doubling to 30 s)")
         if cluster.http is not None:
             roots = ", ".join(str(r) for r in spec.media_roots) or "none (add --media-root FOLDER)"

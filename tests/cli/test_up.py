@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from crossmodal.bundle import Manifest
 from crossmodal.client import Client, Item
 from tests.cli.upcli import FREE_PORTS, running_service, service_pids, start_up, wait_reported
 from tests.support import ROOT
@@ -82,7 +83,9 @@ def test_a_child_that_fails_at_start_stops_the_others(elsewhere: Path, bundle_di
     logs = elsewhere / "data" / "logs"
     pids = service_pids(logs)
     # Every other child did start (their ready files name them), so "none left" below says something.
-    assert set(pids) == {"encoder_text", "encoder_image", "index-0-0", "index-1-0"}, text
+    # (The audio encoder too, once the bundle has an audio tower: tests/cli/test_up_audio.py.)
+    audio = {"encoder_audio"} if "audio" in Manifest.load(bundle_dir).towers else set()
+    assert set(pids) == {"encoder_text", "encoder_image", "index-0-0", "index-1-0", *audio}, text
     assert [name for name, pid in pids.items() if running_service(pid)] == []
     error = text[text.index("error: ") :]
     assert error.startswith("error: gateway exited with status 1"), text

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -86,3 +87,17 @@ def environment(pid: int) -> dict[str, str]:
     """The environment a process was started with."""
     raw = Path(f"/proc/{pid}/environ").read_bytes()
     return dict(item.decode().split("=", 1) for item in raw.split(b"\0") if b"=" in item)
+
+
+def without_audio_tower(source: Path, out: Path) -> Path:
+    """A copy of the bundle at `source` with its audio tower taken out of the manifest and the files."""
+    shutil.copytree(source, out)
+    data = json.loads((out / "model.json").read_text())
+    data.pop("audio", None)
+    for variant in data["variants"].values():
+        name = variant.pop("audio", None)
+        if name is not None:
+            data["files"].pop(name, None)
+            (out / name).unlink(missing_ok=True)
+    (out / "model.json").write_text(json.dumps(data))
+    return out

@@ -49,7 +49,7 @@ if not hasattr(kubernetes_validate.utils.schema_contents, "cache_info"):
 OLDEST_KUBERNETES = "1.27.0"  # Chart.yaml's kubeVersion
 NEWEST_KUBERNETES = kubernetes_validate.utils.latest_version()
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
-COMPONENTS = ("gateway", "encoder-text", "encoder-image", "index")
+COMPONENTS = ("gateway", "encoder-text", "encoder-image", "encoder-audio", "index")
 # The write log's NATS pods: not a crossmodal service (no ConfigMap, no gRPC health).
 LOG = "log"
 # The HTTP/JSON service: a crossmodal service with HTTP probes and no gRPC port (its tests: test_the_http_*).
@@ -58,6 +58,7 @@ GRPC_SERVICES = {
     "gateway": "crossmodal.v1.GatewayService",
     "encoder-text": "crossmodal.v1.EncoderService",
     "encoder-image": "crossmodal.v1.EncoderService",
+    "encoder-audio": "crossmodal.v1.EncoderService",
     "index": "crossmodal.v1.IndexService",
 }
 API_KEYS = ["key-one", "key-two"]
@@ -74,6 +75,7 @@ def _config_classes() -> dict[str, type]:
         "http": HttpConfig,
         "encoder-text": EncoderServiceConfig,
         "encoder-image": EncoderServiceConfig,
+        "encoder-audio": EncoderServiceConfig,
         "index": IndexConfig,
     }
 
@@ -116,6 +118,8 @@ HTTP_INGRESS: dict[str, Any] = {
     "networkPolicy": {"gateway": {"from": [{"podSelector": {"matchLabels": {"role": "grpc-client"}}}]}},
 }
 
+NO_AUDIO: dict[str, Any] = {"encoders": {"audio": {"enabled": False}}}
+
 # name -> values; ci/<name>-values.yaml where one exists.
 VALUE_SETS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "default": lambda _c: ci_values("default"),
@@ -128,6 +132,8 @@ VALUE_SETS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "model-pvc": lambda _c: ci_values("model-pvc"),
     "log-external": lambda _c: ci_values("log-external"),
     "http-ingress": lambda _c: HTTP_INGRESS,
+    # A bundle without an audio tower: no audio encoder, and the gateway serves no audio.
+    "no-audio": lambda _c: NO_AUDIO,
 }
 
 
@@ -271,6 +277,9 @@ def test_typed_settings_match_the_services_bounds() -> None:
         "gateway": schema["properties"]["gateway"]["properties"]["settings"],
         "encoder-text": _resolve(
             schema, schema["properties"]["encoders"]["properties"]["text"]["properties"]["settings"]
+        ),
+        "encoder-audio": _resolve(
+            schema, schema["properties"]["encoders"]["properties"]["audio"]["properties"]["settings"]
         ),
         "index": schema["properties"]["index"]["properties"]["settings"],
     }
@@ -416,10 +425,16 @@ def test_the_gateway_shard_map_lists_the_statefulsets_dns_names(name: str, rende
 def test_the_gateway_dials_the_encoder_services(name: str, rendered: dict[str, Rendered]) -> None:
     r = rendered[name]
     config = r.config("gateway")
-    for component, key in (
+    encoders = [
         ("encoder-text", "CROSSMODAL_GATEWAY_TEXT_ENCODERS"),
         ("encoder-image", "CROSSMODAL_GATEWAY_IMAGE_ENCODERS"),
-    ):
+    ]
+    # The audio encoder's address only where it runs: without it the gateway refuses audio.
+    if name == "no-audio":
+        assert "CROSSMODAL_GATEWAY_AUDIO_ENCODERS" not in config
+    else:
+        encoders.append(("encoder-audio", "CROSSMODAL_GATEWAY_AUDIO_ENCODERS"))
+    for component, key in encoders:
         service = r.get("Service", f"{fullname()}-{component}")
         grpc_port = next(p["port"] for p in service["spec"]["ports"] if p["name"] == "grpc")
         assert config[key] == f"{fullname()}-{component}.{NAMESPACE}.svc.cluster.local:{grpc_port}"
@@ -503,7 +518,7 @@ def test_selectors_match_their_own_pods_and_no_other(name: str, rendered: dict[s
 
 def test_encoders_autoscale_on_cpu_and_optionally_on_queue_depth(rendered: dict[str, Rendered]) -> None:
     default = {h["metadata"]["name"]: h for h in rendered["default"].of_kind("HorizontalPodAutoscaler")}
-    assert set(default) == {f"{fullname()}-encoder-text", f"{fullname()}-encoder-image"}
+    assert set(default) == {f"{fullname()}-encoder-{tower}" for tower in ("text", "image", "audio")}
     for hpa in default.values():
         assert [m["type"] for m in hpa["spec"]["metrics"]] == ["Resource"]
         assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
@@ -718,7 +733,12 @@ def test_model_bundle_from_the_image_is_verified_before_the_encoder_starts(rende
     r = rendered["default"]
     pod = _encoder_pod(r)
     assert [c["name"] for c in pod["initContainers"]] == ["verify-model"]
-    assert pod["initContainers"][0]["command"] == ["crossmodal-verify-bundle", "/app/models/default"]
+    assert pod["initContainers"][0]["command"] == [
+        "crossmodal-verify-bundle",
+        "/app/models/default",
+        "--tower",
+        "image",
+    ]
     assert r.config("encoder-image")["CROSSMODAL_ENCODER_BUNDLE"] == "/app/models/default"
     assert "model" not in {v["name"] for v in pod["volumes"]}
     no_verify = _encoder_pod(render({"model": {"verify": False}}))
@@ -731,7 +751,7 @@ def test_model_bundle_from_a_claim(rendered: dict[str, Rendered]) -> None:
     volume = next(v for v in pod["volumes"] if v["name"] == "model")
     assert volume["persistentVolumeClaim"] == {"claimName": "crossmodal-models", "readOnly": True}
     assert r.config("encoder-text")["CROSSMODAL_ENCODER_BUNDLE"] == "/models/vit-b-32"
-    assert pod["initContainers"][0]["command"] == ["crossmodal-verify-bundle", "/models/vit-b-32"]
+    assert pod["initContainers"][0]["command"] == ["crossmodal-verify-bundle", "/models/vit-b-32", "--tower", "text"]
     for container in all_containers(pod):
         assert {"name": "model", "mountPath": "/models", "readOnly": True} in container["volumeMounts"]
 
@@ -744,7 +764,7 @@ def test_model_bundle_copied_by_an_init_container(rendered: dict[str, Rendered])
     assert fetch["image"] == "registry.example.com/crossmodal-models/vit-b-32:2026-01"
     assert {"name": "MODEL_DIR", "value": "/models/bundle"} in fetch["env"]
     assert {"name": "model", "mountPath": "/models/bundle", "subPath": "bundle"} in fetch["volumeMounts"]
-    assert verify["command"] == ["crossmodal-verify-bundle", "/models/bundle"]
+    assert verify["command"] == ["crossmodal-verify-bundle", "/models/bundle", "--tower", "image"]
     assert r.config("encoder-image")["CROSSMODAL_ENCODER_BUNDLE"] == "/models/bundle"
     volume = next(v for v in pod["volumes"] if v["name"] == "model")
     assert volume["emptyDir"] == {"sizeLimit": "2Gi"}
@@ -873,7 +893,7 @@ def test_the_log_statefulset_is_a_routed_jetstream_cluster_the_services_dial(ren
         gateway["CROSSMODAL_GATEWAY_LOG_PARTITIONS"],
         gateway["CROSSMODAL_GATEWAY_LOG_MAX_BYTES"],
     ) == ("3", "64", "-1")
-    for component in ("encoder-text", "encoder-image"):
+    for component in ("encoder-text", "encoder-image", "encoder-audio"):
         assert "CROSSMODAL_LOG_URL" not in r.config(component)
     pdb = r.get("PodDisruptionBudget", name)
     assert pdb["spec"]["maxUnavailable"] == 1
@@ -1048,3 +1068,65 @@ def test_the_http_settings_match_the_services_bounds() -> None:
         spec = _spec_for(HttpConfig, prop["description"])
         assert spec is not None, key
         assert prop.get("minimum") == spec.min and prop.get("maximum") == spec.max, key
+
+
+# --- the audio encoder ---------------------------------------------------------------------------------
+
+AUDIO_ENCODER = "encoder-audio"
+
+
+def test_the_audio_encoder_is_a_deployment_like_the_image_encoder(rendered: dict[str, Rendered]) -> None:
+    """Its own Deployment (command, ports, probes, the bundle verified for its tower), a headless Service, an
+    HPA, a PDB and a NetworkPolicy that admits the gateway alone; its settings and limits in its ConfigMap."""
+    r = rendered["default"]
+    name = f"{fullname()}-{AUDIO_ENCODER}"
+    template = r.get("Deployment", name)["spec"]["template"]
+    container = _main_container(template)
+    assert container["command"] == ["crossmodal-encoder-audio"]
+    assert (_port(container, "grpc"), _port(container, "metrics")) == (50055, 9104)
+    assert container["readinessProbe"]["grpc"] == {"port": 50055, "service": "crossmodal.v1.EncoderService"}
+    (verify,) = template["spec"]["initContainers"]
+    assert verify["command"] == ["crossmodal-verify-bundle", "/app/models/default", "--tower", "audio"]
+    assert r.get("Service", name)["spec"]["clusterIP"] == "None"
+    assert r.get("HorizontalPodAutoscaler", name)["spec"]["scaleTargetRef"]["name"] == name
+    assert labels_match(r.get("PodDisruptionBudget", name)["spec"]["selector"], template["metadata"]["labels"])
+    config = r.config(AUDIO_ENCODER)
+    assert config["CROSSMODAL_ENCODER_BUNDLE"] == "/app/models/default"
+    assert (config["CROSSMODAL_ENCODER_MAX_AUDIO_SECONDS"], config["CROSSMODAL_ENCODER_MAX_AUDIO_CHANNELS"]) == (
+        "600",
+        "8",
+    )
+    # The limit on sound files reaches the gateway too, so that both refuse the same files.
+    assert config["CROSSMODAL_MAX_AUDIO_BYTES"] == r.config("gateway")["CROSSMODAL_MAX_AUDIO_BYTES"] == "20971520"
+    policies = r.of_kind("NetworkPolicy")
+    assert labels_match(r.get("NetworkPolicy", name)["spec"]["podSelector"], template["metadata"]["labels"])
+    pods = _pods(r)
+    labels = template["metadata"]["labels"]
+    for source, (source_labels, _g, _m) in pods.items():
+        peer = Peer(source_labels, NAMESPACE, {"kubernetes.io/metadata.name": NAMESPACE})
+        assert ingress_allowed(policies, peer, labels, NAMESPACE, 50055) == (source == "gateway"), source
+    http_labels = _http_pod(r)[0]["spec"]["template"]["metadata"]["labels"]
+    http_peer = Peer(http_labels, NAMESPACE, {"kubernetes.io/metadata.name": NAMESPACE})
+    assert not ingress_allowed(policies, http_peer, labels, NAMESPACE, 50055)
+    assert ingress_allowed(policies, PROMETHEUS, labels, NAMESPACE, 9104)
+
+
+def test_the_audio_encoder_can_be_turned_off(rendered: dict[str, Rendered]) -> None:
+    """encoders.audio.enabled=false renders nothing of it; only the gateway's configuration changes."""
+    r = rendered["no-audio"]
+    assert [d for d in r.docs if AUDIO_ENCODER in d["metadata"]["name"]] == []
+    assert {_component(t) for _w, t in r.pod_templates()} == {*COMPONENTS, HTTP} - {AUDIO_ENCODER}
+    base, off = _checksums(rendered["default"]), _checksums(r)
+    assert {n for n in off if off[n] != base[n]} == {f"{fullname()}-gateway"}
+    assert "text, image (no audio: encoders.audio.enabled is false)" in r.notes
+    assert "text, image and audio" in rendered["default"].notes
+
+
+def test_the_encoder_alert_and_dashboard_cover_the_audio_tower() -> None:
+    """The down alert watches the audio encoder's pods; the dashboard shows its decode time by tower."""
+    alerts = yaml.safe_load((CHART / "files" / "alerts.yaml").read_text())
+    rules = {rule["alert"]: rule for group in alerts["groups"] for rule in group["rules"]}
+    assert AUDIO_ENCODER in rules["CrossmodalServiceDown"]["expr"]
+    dashboard = json.loads((CHART / "files" / "dashboard.json").read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", [])]
+    assert any("crossmodal_encoder_preprocess_seconds_bucket" in e and "tower" in e for e in exprs)

@@ -35,6 +35,7 @@ import pytest
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from crossmodal.bundle import Manifest
 from crossmodal.cli.ingest import wait_searchable
 from crossmodal.client import Client, Item
 from crossmodal.logserver import nats_server_binary
@@ -45,8 +46,13 @@ from tests.support import ROOT, wait_for
 
 pytestmark = pytest.mark.timeout(1500)
 
+# The audio encoder runs when the image's bundle (models/default) has an audio tower, as the chart's users
+# are told to set it.
+DEFAULT_BUNDLE = ROOT / "models" / "default"
+AUDIO = (DEFAULT_BUNDLE / "model.json").is_file() and "audio" in Manifest.load(DEFAULT_BUNDLE).towers
 VALUES: dict[str, Any] = {
     "gateway": {"replicas": 1},
+    "encoders": {"audio": {"enabled": AUDIO}},
     "index": {"shards": 2, "replicas": 1},
     "log": {"enabled": True, "replicas": 1, "nats": {"replicas": 1}},
 }
@@ -440,6 +446,7 @@ def cluster(service_image: BuiltImage, gallery: list[dict[str, str]]) -> Iterato
 def test_every_pod_runs_as_the_chart_asks(cluster: DockerCluster) -> None:
     names = sorted(p.name.removeprefix("search-crossmodal-") for p in cluster.pods)
     assert names == [
+        *(["encoder-audio-0"] if AUDIO else []),
         "encoder-image-0",
         "encoder-text-0",
         "gateway-0",

@@ -21,7 +21,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from crossmodal.bundle import Manifest
+from tests.bundle.audio_bundles import with_audio_tower
 from tests.certs import make_certs
+from tests.cli.upcli import without_audio_tower
 from tests.deploy.chart import CHART
 from tests.support import ROOT, ServiceProcess
 
@@ -107,7 +110,8 @@ def test_cpu_and_cuda_variants_come_from_one_build_argument() -> None:
 def test_the_chart_commands_exist_in_the_image() -> None:
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     templates = "\n".join(p.read_text() for p in (CHART / "templates").glob("*"))
-    for command in ("crossmodal-gateway", "crossmodal-encoder-text", "crossmodal-encoder-image", "crossmodal-index"):
+    commands = ("gateway", "encoder-text", "encoder-image", "encoder-audio", "index")
+    for command in (f"crossmodal-{name}" for name in commands):
         assert command in scripts and command in templates
     destinations = {dest for _src, dest in _copies(_stages()["runtime"])}
     assert {"/usr/local/bin/crossmodal-healthcheck", "/usr/local/bin/crossmodal-verify-bundle"} <= destinations
@@ -119,7 +123,8 @@ def test_the_chart_commands_exist_in_the_image() -> None:
 def test_the_image_exposes_the_charts_ports() -> None:
     exposed = {int(p) for instruction, args in _stages()["runtime"] if instruction == "EXPOSE" for p in args.split()}
     values = _chart_values()
-    for component in (values["gateway"], values["encoders"]["text"], values["encoders"]["image"], values["index"]):
+    encoders = values["encoders"]
+    for component in (values["gateway"], encoders["text"], encoders["image"], encoders["audio"], values["index"]):
         assert {component["port"], component["metricsPort"]} <= exposed
 
 
@@ -182,9 +187,9 @@ def test_the_default_bundle_the_image_copies_verifies() -> None:
 # --- crossmodal-verify-bundle -----------------------------------------------------------------------
 
 
-def _verify(path: Path) -> subprocess.CompletedProcess[str]:
+def _verify(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, str(VERIFY_BUNDLE), str(path)],
+        [sys.executable, str(VERIFY_BUNDLE), str(path), *args],
         capture_output=True,
         text=True,
         timeout=120,
@@ -213,6 +218,26 @@ def test_verify_bundle_accepts_a_bundle_and_names_what_is_wrong_with_a_damaged_o
     assert _verify(extra).returncode == 1
 
     assert _verify(tmp_path / "missing").returncode == 1
+
+
+def test_verify_bundle_requires_the_tower_an_encoder_serves(bundle_dir: Path, tmp_path: Path) -> None:
+    """The chart's init container of each encoder names its tower: an audio encoder on a bundle without an
+    audio tower stops there, saying what to change."""
+    plain = (
+        bundle_dir
+        if "audio" not in Manifest.load(bundle_dir).towers
+        else without_audio_tower(bundle_dir, tmp_path / "p")
+    )
+    for tower in ("text", "image"):
+        assert _verify(plain, "--tower", tower).returncode == 0
+    refused = _verify(plain, "--tower", "audio")
+    assert refused.returncode == 1
+    assert "the bundle has no audio tower (it has text, image)" in refused.stderr
+    assert "encoders.audio.enabled=false" in refused.stderr
+    with_audio = tmp_path / "with-audio"
+    with_audio_tower(plain, with_audio, keep_image=True)
+    accepted = _verify(with_audio, "--tower", "audio")
+    assert accepted.returncode == 0, accepted.stderr
 
 
 # --- crossmodal-healthcheck ---------------------------------------------------------------------------

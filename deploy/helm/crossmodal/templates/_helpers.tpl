@@ -1,6 +1,6 @@
 {{/*
 Names, labels and the pieces every workload shares. A "component" below is one of the keys of
-crossmodal.components: gateway, encoder-text, encoder-image, index.
+crossmodal.components: gateway, encoder-text, encoder-image, encoder-audio, index.
 */}}
 
 {{- define "crossmodal.name" -}}
@@ -83,11 +83,24 @@ encoder-image:
   command: crossmodal-encoder-image
   grpcService: crossmodal.v1.EncoderService
   envPrefix: CROSSMODAL_ENCODER_
+encoder-audio:
+  values: encoders.audio
+  command: crossmodal-encoder-audio
+  grpcService: crossmodal.v1.EncoderService
+  envPrefix: CROSSMODAL_ENCODER_
 index:
   values: index
   command: crossmodal-index
   grpcService: crossmodal.v1.IndexService
   envPrefix: CROSSMODAL_INDEX_
+{{- end -}}
+
+{{/*
+The encoder components this release runs, space-separated: text and image always, audio when
+encoders.audio.enabled (the bundle has an audio tower). Use: splitList " " (include ... $).
+*/}}
+{{- define "crossmodal.encoderComponents" -}}
+encoder-text encoder-image{{ if .Values.encoders.audio.enabled }} encoder-audio{{ end }}
 {{- end -}}
 
 {{/* The values of one component, as a dict: (dict "root" $ "component" "encoder-text") */}}
@@ -244,6 +257,9 @@ Also hashed into the pods' checksum/config annotation, so pods roll when it chan
 {{- $_ := set $env "CROSSMODAL_GATEWAY_SHARDS" (include "crossmodal.shardMap" $root) -}}
 {{- $_ := set $env "CROSSMODAL_GATEWAY_TEXT_ENCODERS" (include "crossmodal.encoderAddress" (dict "root" $root "component" "encoder-text")) -}}
 {{- $_ := set $env "CROSSMODAL_GATEWAY_IMAGE_ENCODERS" (include "crossmodal.encoderAddress" (dict "root" $root "component" "encoder-image")) -}}
+{{- if $root.Values.encoders.audio.enabled -}}
+{{- $_ := set $env "CROSSMODAL_GATEWAY_AUDIO_ENCODERS" (include "crossmodal.encoderAddress" (dict "root" $root "component" "encoder-audio")) -}}
+{{- end -}}
 {{- if include "crossmodal.authEnabled" $root -}}
 {{- $_ := set $env "CROSSMODAL_GATEWAY_API_KEYS_FILE" "/etc/crossmodal/auth/api-keys" -}}
 {{- end -}}
