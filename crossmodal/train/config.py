@@ -35,3 +35,27 @@ class TrainConfig:
     def architecture(self, vocab_size: int) -> DemoArchitecture:
         """Return the model architecture for a tokenizer of `vocab_size` tokens."""
         return DemoArchitecture(vocab_size=vocab_size, **self.arch)
+
+
+@dataclass
+class AudioTrainConfig:
+    """Everything that determines an audio-tower training run; equal configs give equal towers."""
+
+    sounds: int = 3000
+    steps: int = 600
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 100
+    # Similarity scale of the cross-entropy; the captions' vectors differ by a few hundredths of cosine.
+    logit_scale: float = 100.0
+    cosine_weight: float = 1.0
+    attribute_weight: float = 1.0
+    # Mels the trunk's input is moved by at random, beside its alignment on the lowest strong component.
+    max_mel_shift: int = 2
+    # Largest factor the trunk's input is stretched or narrowed by along the mels (1: never).
+    max_stretch: float = 1.6
+    channels: tuple[int, ...] = (32, 64, 96, 128)
+    seed: int = 0
+    threads: int = 2
+    workers: int = 2

@@ -13,6 +13,8 @@ from crossmodal.train.evaluate import evaluate
 
 # The issue's targets, checked on the held-out gallery.
 TARGETS: dict[str, float] = {"t2i_R@10": 0.90, "t2i_R@1": 0.50, "binding": 0.80}
+# The audio tower's targets (issue 17), checked on sounds whose timbre/pitch pair training never heard.
+AUDIO_TARGETS: dict[str, float] = {"t2a_R@1": 0.50, "t2a_R@10": 0.90, "a2t_R@10": 0.90, "binding": 0.80}
 
 
 def quality_report(
@@ -55,7 +57,7 @@ def quality_report(
             },
             "eval_seconds": round(time.monotonic() - started, 1),
         }
-    return {
+    report: dict[str, Any] = {
         "model_id": model_id,
         "bundle": str(bundle_dir),
         "training_command": source.get("command"),
@@ -64,6 +66,52 @@ def quality_report(
         "seed": seed,
         "targets": TARGETS,
         "held_out_pairs": sorted(f"{c} {s}" for c, s in HELD_OUT_PAIRS),
+        "results": results,
+    }
+    if "audio" in ModelBundle.open(bundle_dir, precision=precisions[0], towers=("text",)).manifest.towers:
+        report["audio"] = audio_quality(bundle_dir, precisions=precisions, threads=threads)
+    return report
+
+
+def audio_quality(
+    bundle_dir: Path,
+    *,
+    precisions: Sequence[str] = ("fp32", "int8"),
+    sounds: int = 600,
+    seed: int = 0,
+    threads: int = 2,
+    workers: int = 2,
+) -> dict[str, Any]:
+    """Measure a bundle's audio tower through ONNX on held-out generated sounds (crossmodal.train.audio)."""
+    from crossmodal.train.audio import audio_image_similarity, evaluate_audio
+
+    results: dict[str, Any] = {}
+    for precision in precisions:
+        bundle = ModelBundle.open(
+            bundle_dir, precision=precision, providers=["CPUExecutionProvider"], intra_op_threads=threads
+        )
+        started = time.monotonic()
+        held = evaluate_audio(bundle.encode_audio_features, bundle.encode_texts, sounds, seed, workers=workers)
+        if "image" in bundle.towers:
+            held["image_to_audio"] = audio_image_similarity(bundle, seed)
+        results[precision] = {
+            "heldout": held,
+            "targets_met": {
+                "t2a_R@1": held["text_to_audio"]["R@1"] >= AUDIO_TARGETS["t2a_R@1"],
+                "t2a_R@10": held["text_to_audio"]["R@10"] >= AUDIO_TARGETS["t2a_R@10"],
+                "a2t_R@10": held["audio_to_text"]["R@10"] >= AUDIO_TARGETS["a2t_R@10"],
+                "binding": held["binding"]["accuracy"] >= AUDIO_TARGETS["binding"],
+            },
+            "eval_seconds": round(time.monotonic() - started, 1),
+        }
+    source = ModelBundle.open(bundle_dir, precision=precisions[0], towers=("text",)).manifest.source.get("audio", {})
+    return {
+        "sounds": sounds,
+        "seed": seed,
+        "targets": AUDIO_TARGETS,
+        "training_command": source.get("command"),
+        "train_seconds": source.get("train_seconds"),
+        "held_out_pairs": source.get("held_out_pairs", []),
         "results": results,
     }
 
@@ -145,4 +193,43 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"- Held-out colour/shape pairs: {', '.join(report['held_out_pairs'])}.",
         "",
     ]
+    if report.get("audio"):
+        lines += audio_markdown(report["audio"])
     return "\n".join(lines)
+
+
+def audio_markdown(audio: dict[str, Any]) -> list[str]:
+    """The audio tower's section of QUALITY.md."""
+    precisions = list(audio["results"])
+    first = audio["results"][precisions[0]]["heldout"]
+    lines = [
+        "## Audio tower",
+        "",
+        f"Measured through the ONNX bundle (the services' numpy log-mel) on {first['held_out_sounds']} generated "
+        f"sounds (seed {audio['seed']}) whose timbre/pitch pair training never heard "
+        f"({', '.join(audio['held_out_pairs'])}). text->audio: each of the {first['held_out_captions']} held-out "
+        "captions against those sounds (hit: a sound of that caption within K). audio->text: each sound against "
+        f"all {first['all_captions']} captions (hit: its own within K; chance at R@10 "
+        f"{10 / first['all_captions']:.3f}). Binding: the sound's caption against the same caption with the "
+        f"pitch swapped (high/low), {first['binding']['pitch_pairs']} pairs.",
+        "",
+        "| metric | target | " + " | ".join(f"{p} held-out" for p in precisions) + " |",
+        "| --- | --- | " + " | ".join("---" for _ in precisions) + " |",
+    ]
+    targets = {"text->audio R@1": "0.50", "text->audio R@10": "0.90", "audio->text R@10": "0.90"}
+    for direction, label in (("text_to_audio", "text->audio"), ("audio_to_text", "audio->text")):
+        for k in ("R@1", "R@5", "R@10"):
+            values = [_fmt(audio["results"][p]["heldout"][direction][k]) for p in precisions]
+            lines.append(f"| {label} {k} | {targets.get(f'{label} {k}', '')} | " + " | ".join(values) + " |")
+    values = [_fmt(audio["results"][p]["heldout"]["binding"]["accuracy"]) for p in precisions]
+    lines.append("| binding (a high X vs a low X) | 0.80 | " + " | ".join(values) + " |")
+    image = first.get("image_to_audio")
+    if image:
+        lines += ["", f"image->audio through the shared space: {image['note']}"]
+    lines += [
+        "",
+        f"- Training command: `{audio.get('training_command')}`",
+        f"- Training time: {_fmt(audio.get('train_seconds'))} s on the build machine (2 CPU cores, shared).",
+        "",
+    ]
+    return lines

@@ -60,7 +60,7 @@ def _stop(up: subprocess.Popen[str], output: Path, sig: int = signal.SIGINT) -> 
 def _check_environments(data: Path, url: str, stream_replicas: str | None) -> dict[str, int]:
     """The gateway and both index replicas were given the log's URL, the encoders were not; their pids."""
     pids = service_pids(data / "logs")
-    assert set(pids) == {"gateway", "encoder_text", "encoder_image", "index-0-0", "index-0-1", "http"}
+    assert set(pids) == {"gateway", "encoder_text", "encoder_image", "encoder_audio", "index-0-0", "index-0-1", "http"}
     for name, pid in pids.items():
         env = environment(pid)
         if name == "gateway" or name.startswith("index-"):
