@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from crossmodal.cluster import DEFAULT_BUNDLE
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `eval-model` subcommand."""
@@ -19,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "quality.json and QUALITY.md."
         ),
     )
-    p.add_argument("--bundle", type=Path, default=Path("models/default"))
+    p.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE)
     p.add_argument(
         "--precision",
         action="append",

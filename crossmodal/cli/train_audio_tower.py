@@ -8,6 +8,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from crossmodal.cluster import DEFAULT_BUNDLE
+
 # Held-out sounds the quality report measures (600: each held-out caption is asked ~28 times over).
 EVAL_SOUNDS = 600
 # Probe sounds the exported ONNX tower is compared with PyTorch on.
@@ -29,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "of quality.json and QUALITY.md."
         ),
     )
-    p.add_argument("--bundle", type=Path, default=Path("models/default"), help="bundle whose text tower is used")
+    p.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE, help="bundle whose text tower is used")
     p.add_argument("--out", type=Path, default=None, help="where to write the bundle (default: --bundle, replaced)")
     p.add_argument("--sounds", type=int, default=d.sounds, help="training sounds to render")
     p.add_argument("--steps", type=int, default=d.steps)

@@ -8,6 +8,8 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from crossmodal.cluster import DEFAULT_BUNDLE
+
 DEFAULT_MODEL_ID = "crossmodal-demo-v2"
 
 
@@ -21,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train the demo CLIP on generated scenes (CPU) and export it as a model bundle",
         description=__doc__,
     )
-    p.add_argument("--out", type=Path, default=Path("models/default"), help="bundle directory to write")
+    p.add_argument("--out", type=Path, default=DEFAULT_BUNDLE, help="bundle directory to write")
     p.add_argument("--work-dir", type=Path, default=Path(".cache/demo-train"), help="checkpoints and the training log")
     p.add_argument("--model-id", default=DEFAULT_MODEL_ID)
     p.add_argument("--steps", type=int, default=d.steps)
