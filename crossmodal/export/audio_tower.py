@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,11 +117,3 @@ def _file_entries_of(staging: Path, manifest: Manifest) -> dict[str, Any]:
     """The checksummed files of the staged bundle (its reports, QUALITY.md and quality.json, are not towers)."""
     entries = _file_entries(staging)
     return {name: entry for name, entry in entries.items() if name in manifest.files or name.startswith("audio.")}
-
-
-def probe_features(config: AudioConfig, clips: Sequence[np.ndarray]) -> np.ndarray:
-    """Log-mel features (n, frames, mels) of probe clips, as the serving front end computes them."""
-    from crossmodal.bundle.audio import LogMel, fit_clip
-
-    log_mel = LogMel(config)
-    return np.stack([log_mel(fit_clip(c, config)) for c in clips]).astype(np.float32)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from crossmodal.bundle.loader import ModelBundle
+from crossmodal.bundle.manifest import Manifest
 from crossmodal.scenes.spec import HELD_OUT_PAIRS, Split
 from crossmodal.train.evaluate import evaluate
 
@@ -68,7 +69,7 @@ def quality_report(
         "held_out_pairs": sorted(f"{c} {s}" for c, s in HELD_OUT_PAIRS),
         "results": results,
     }
-    if "audio" in ModelBundle.open(bundle_dir, precision=precisions[0], towers=("text",)).manifest.towers:
+    if "audio" in Manifest.load(bundle_dir).towers:
         report["audio"] = audio_quality(bundle_dir, precisions=precisions, threads=threads)
     return report
 
@@ -104,7 +105,7 @@ def audio_quality(
             },
             "eval_seconds": round(time.monotonic() - started, 1),
         }
-    source = ModelBundle.open(bundle_dir, precision=precisions[0], towers=("text",)).manifest.source.get("audio", {})
+    source = Manifest.load(bundle_dir).source.get("audio", {})
     return {
         "sounds": sounds,
         "seed": seed,
