@@ -56,6 +56,8 @@ class AudioTrainConfig:
     # Largest factor the trunk's input is stretched or narrowed by along the mels (1: never).
     max_stretch: float = 1.6
     channels: tuple[int, ...] = (32, 64, 96, 128)
+    # The heads' softmax is sharpened by this factor when embedding (training's loss uses it unsharpened).
+    sharpen: float = 10.0
     seed: int = 0
     threads: int = 2
     workers: int = 2

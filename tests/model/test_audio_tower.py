@@ -18,7 +18,7 @@ from tests.support import ROOT
 DEFAULT_BUNDLE = ROOT / "models" / "default"
 # The committed tower on a smaller held-out set than QUALITY.md's (fixed seed): floors under what it measured.
 FLOOR_SOUNDS = 150
-FLOORS = {"t2a_R@10": 0.8, "a2t_R@10": 0.65, "binding": 0.8}
+FLOORS = {"t2a_R@10": 0.8, "a2t_R@10": 0.7, "binding": 0.8}
 
 
 @pytest.fixture(scope="module")
