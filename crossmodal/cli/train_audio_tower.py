@@ -49,6 +49,7 @@ def handle(args: argparse.Namespace) -> int:
     from crossmodal.bundle import ModelBundle
     from crossmodal.bundle.errors import BundleError
     from crossmodal.export.audio_tower import add_audio_tower
+    from crossmodal.export.exporter import ExportError
     from crossmodal.scenes import sounds
     from crossmodal.train.audio import BUILTIN_AUDIO, features, train_audio_tower
     from crossmodal.train.config import AudioTrainConfig
@@ -89,7 +90,7 @@ def handle(args: argparse.Namespace) -> int:
     }
     try:
         manifest = add_audio_tower(model, probes, bundle_dir, out, audio=BUILTIN_AUDIO, source=source, progress=say)
-    except BundleError as exc:
+    except (BundleError, ExportError) as exc:
         say(f"error: {exc}")
         return 1
     say(f"measuring the audio tower on {args.eval_sounds} held-out sounds")
