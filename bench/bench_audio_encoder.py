@@ -30,14 +30,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
-import io
 import json
 import shutil
 import statistics
 import sys
 import tempfile
 import time
-import wave
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -59,7 +57,7 @@ from bench.bench_encoders import (  # noqa: E402
     window,
 )
 from crossmodal.bundle import MANIFEST_FILE, Manifest, ModelBundle, decode_audio  # noqa: E402
-from crossmodal.bundle.audio import AudioConfig, LogMel, fit_clip, windows  # noqa: E402
+from crossmodal.bundle.audio import AudioConfig, LogMel, fit_clip, wav_bytes, windows  # noqa: E402
 from crossmodal.v1 import encoder_pb2  # noqa: E402
 from tests.bundle.audio_bundles import encode_sound, with_audio_tower  # noqa: E402
 
@@ -170,13 +168,7 @@ def clip_wavs(config: AudioConfig, count: int) -> list[bytes]:
     out = []
     for n in range(count):
         pcm = (0.3 * np.sin(2 * np.pi * (220.0 + 35.0 * n) * t) * 32767).astype("<i2")
-        buffer = io.BytesIO()
-        with wave.open(buffer, "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(rate)
-            w.writeframes(pcm.tobytes())
-        out.append(buffer.getvalue())
+        out.append(wav_bytes(pcm.tobytes(), rate))
     return out
 
 

@@ -293,6 +293,24 @@ def decode_audio(data: bytes, sample_rate: int, limits: DecodeLimits = DecodeLim
     return np.concatenate(parts).astype(np.float32, copy=False)
 
 
+def pcm16(samples: np.ndarray) -> bytes:
+    """Float samples in [-1, 1] as 16-bit little-endian PCM (clipped)."""
+    return (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+
+
+def wav_bytes(pcm: bytes, sample_rate: int) -> bytes:
+    """16-bit mono PCM wrapped as a WAV file (what the audio tower decodes)."""
+    import wave  # noqa: PLC0415 (the standard library's; only writers of sounds need it)
+
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(sample_rate)
+        out.writeframes(pcm)
+    return buffer.getvalue()
+
+
 def _too_long(limits: DecodeLimits) -> AudioInputError:
     return AudioInputError("too_long", f"the audio is longer than the {limits.max_seconds:g} s allowed; cut it first")
 

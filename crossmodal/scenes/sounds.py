@@ -176,12 +176,8 @@ def sound_set(count: int, split: Split, seed: int) -> Iterator[tuple[SoundSpec, 
 
 
 def write_wav(path: str, samples: np.ndarray, rate: int = RATE) -> None:
-    """Write mono float samples as a 16-bit PCM WAV file (the standard library's wave module)."""
-    import wave  # noqa: PLC0415 (only the demo and tests write files)
+    """Write mono float samples as a 16-bit PCM WAV file."""
+    from crossmodal.bundle.audio import pcm16, wav_bytes  # noqa: PLC0415 (only the demo and tests write files)
 
-    pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2")
-    with wave.open(path, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes(pcm.tobytes())
+    with open(path, "wb") as out:
+        out.write(wav_bytes(pcm16(samples), rate))

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import io
-import wave
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from crossmodal.bundle import AudioInputError, ModelBundle, decode_audio
-from crossmodal.bundle.audio import DecodeLimits, LogMel, fit_clip
+from crossmodal.bundle.audio import DecodeLimits, LogMel, fit_clip, wav_bytes
 from services.encoder.config import EncoderConfig
 from services.encoder.engine import Prepared, prepare_each
 from services.encoder.errors import InvalidItemError
@@ -21,13 +19,7 @@ def _warmup_sounds() -> list[bytes]:
     for seconds in (0.5, 12.0):
         t = np.arange(int(16_000 * seconds)) / 16_000
         pcm = (0.3 * np.sin(2 * np.pi * 440 * t) * 32767).astype("<i2")
-        buf = io.BytesIO()
-        with wave.open(buf, "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(16_000)
-            w.writeframes(pcm.tobytes())
-        out.append(buf.getvalue())
+        out.append(wav_bytes(pcm.tobytes(), 16_000))
     return out
 
 

@@ -13,11 +13,10 @@ longer one is a record (the windows' mean vector, `audio_windows` = N) and its w
 
 from __future__ import annotations
 
-import io
-import wave
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from crossmodal.bundle.audio import wav_bytes
 from crossmodal.v1 import encoder_pb2, gateway_pb2, index_pb2, types_pb2
 from services.common.limits import LimitError
 from services.gateway.backends import AudioClip, Backends, EncoderPool
@@ -44,17 +43,6 @@ class Window:
 
     start: float
     end: float
-
-
-def wav_bytes(pcm: bytes, sample_rate: int) -> bytes:
-    """16-bit mono PCM wrapped as a WAV file (what the audio tower decodes)."""
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(_SAMPLE_BYTES)
-        out.setframerate(sample_rate)
-        out.writeframes(pcm)
-    return buffer.getvalue()
 
 
 class PcmWindows:
