@@ -100,6 +100,15 @@ def reshard_command(address: str, shards: int, *extra: str) -> subprocess.Popen[
     )
 
 
+def cluster_report(cluster: LocalCluster) -> str:
+    """Which processes run (or how they ended) and the gateway's last log lines: for a failure message."""
+    states = []
+    for process in cluster.processes:
+        code = None if process.proc is None else process.proc.poll()
+        states.append(f"{process.name}: {'running' if process.proc and code is None else f'ended ({code})'}")
+    return "\n".join(["\nprocesses: " + ", ".join(states), "gateway log:", cluster.by_name("gateway").tail(30)])
+
+
 def reshard(address: str, shards: int) -> str:
     """Run the reshard command to its end; its output (it must succeed)."""
     proc = reshard_command(address, shards)

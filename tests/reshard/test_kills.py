@@ -14,7 +14,7 @@ from pathlib import Path
 
 from crossmodal.cluster import LocalCluster
 from services.common.partitionmap import COPYING, DRAINING
-from tests.reshard.helpers import check_result, load, map_of, reshard, reshard_command, reshard_spec
+from tests.reshard.helpers import check_result, cluster_report, load, map_of, reshard, reshard_command, reshard_spec
 from tests.reshard.test_online import Writer
 from tests.support import wait_for
 
@@ -45,7 +45,7 @@ def test_kill_9_of_a_shard_the_command_and_the_gateway_mid_move_then_resume(tmp_
         cluster.restart("index-3-0")
         other = reshard_command(cluster.address, 3)
         output, _ = other.communicate(timeout=60)
-        assert other.returncode == 1 and "FAILED_PRECONDITION" in output, output
+        assert other.returncode == 1 and "FAILED_PRECONDITION" in output, output + cluster_report(cluster)
         assert "a reshard to 4 shards is under way" in output and "--shards 4" in output, output
         output = reshard(cluster.address, 4)
         assert "resuming the move under way" in output and "done: 4 shards" in output, output
@@ -64,7 +64,7 @@ def test_kill_9_of_a_shard_the_command_and_the_gateway_mid_move_then_resume(tmp_
         cluster.kill("gateway")
         cluster.kill("index-2-0")
         output, _ = command.communicate(timeout=60)
-        assert command.returncode == 1 and "run the same command again" in output, output
+        assert command.returncode == 1 and "run the same command again" in output, output + cluster_report(cluster)
         writer.join(300)  # the writer's stream broke with the gateway: what it acknowledged counts
         cluster.restart("gateway")
         cluster.restart("index-2-0")
