@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import re
 import time
@@ -176,13 +177,19 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         quiet = service in _QUIET_SERVICES
         in_flight, duration, requests = self._metrics(service, method)
 
-        def begin() -> tuple[float, contextvars.Token[str | None]]:
+        def begin(context: Any) -> tuple[float, contextvars.Token[str | None], str]:
             structlog.contextvars.bind_contextvars(request_id=request_id)
             in_flight.inc()
-            return time.perf_counter(), REQUEST_ID.set(request_id)
+            # The peer is read now, while the call surely exists: a streaming call whose client went away
+            # can be freed before its handler's `finally` runs, and gRPC's peer() on it crashes the process.
+            return time.perf_counter(), REQUEST_ID.set(request_id), context.peer()
 
         def end(
-            started: float, token: contextvars.Token[str | None], context: Any, error: BaseException | None
+            started: float,
+            token: contextvars.Token[str | None],
+            peer: str,
+            context: Any,
+            error: BaseException | None,
         ) -> None:
             elapsed = time.perf_counter() - started
             code = _status_name(context, error)
@@ -207,17 +214,20 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                     "method": method,
                     "code": code,
                     "duration_ms": round(elapsed * 1000, 3),
-                    "peer": context.peer(),
+                    "peer": peer,
                 }
                 if error is not None and not isinstance(error, grpc.aio.AbortError | asyncio.CancelledError):
                     fields["error"] = repr(error)
                 emit("rpc", **fields)
-            REQUEST_ID.reset(token)
+            # A stream whose client went away is closed later by the event loop's async-generator
+            # finalizer, in another context: its request id was never set there, so there is nothing to undo.
+            with contextlib.suppress(ValueError):
+                REQUEST_ID.reset(token)
             structlog.contextvars.unbind_contextvars("request_id")
 
         def wrap_unary(behavior: Any) -> Any:
             async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                started, token = begin()
+                started, token, peer = begin(context)
                 error: BaseException | None = None
                 try:
                     return await behavior(_checked(request), context)
@@ -233,14 +243,14 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                     request = None
                     raise
                 finally:
-                    end(started, token, context, error)
+                    end(started, token, peer, context, error)
                     error = None  # this frame is in the error's traceback: no cycle through it either
 
             return wrapped
 
         def wrap_stream(behavior: Any) -> Any:
             async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                started, token = begin()
+                started, token, peer = begin(context)
                 error: BaseException | None = None
                 try:
                     async for response in responses(behavior, _checked(request), context):
@@ -252,7 +262,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                     error = exc
                     raise
                 finally:
-                    end(started, token, context, error)
+                    end(started, token, peer, context, error)
                     error = None
 
             return wrapped

@@ -6,6 +6,7 @@ rate limits and TLS in tests/security/.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 
 from crossmodal.client import Client, Item
 from crossmodal.cluster import LocalCluster
+from crossmodal.v1 import gateway_pb2, gateway_pb2_grpc
 from tests.gateway.conftest import cluster_spec, ingest_readable
 from tests.reliability import record
 from tests.support import ServiceProcess, wait_for
@@ -122,3 +124,34 @@ def test_stats_ask_every_replica_within_the_callers_deadline(tmp_path: Path, bun
             assert stats.total_count == 15
         finally:
             restarted.terminate()
+
+
+def test_clients_that_abandon_their_streams_midway_never_take_the_gateway_down(scratch_cluster: LocalCluster) -> None:
+    # The failed RPC's log line once read the caller's address from a call gRPC had already freed, which
+    # crashed the gateway (a segfault in gRPC's peer()) after a client went away in the middle of a stream.
+    gateway = scratch_cluster.by_name("gateway")
+    abandoned = 30
+    with grpc.insecure_channel(scratch_cluster.address) as channel:
+        stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+        for n in range(abandoned):
+            release = threading.Event()
+
+            def requests(n: int = n, release: threading.Event = release) -> Iterator[gateway_pb2.IngestRequest]:
+                yield gateway_pb2.IngestRequest(id=f"abandoned-{n}", text=f"an abandoned stream {n}")
+                release.wait(30)
+
+            call = stub.Ingest(requests())
+            assert next(call).id == f"abandoned-{n}"  # the handler is in the middle of the stream
+            call.cancel()
+            release.set()
+            assert gateway.proc is not None and gateway.proc.poll() is None, gateway.tail()
+    with Client(scratch_cluster.address) as client:
+        found, missing = client.get([f"abandoned-{n}" for n in range(abandoned)])
+        assert missing == [] and len(found) == abandoned
+    assert gateway.proc.poll() is None, gateway.tail()
+    record(
+        "faults",
+        "clients that abandon their streams",
+        f"{abandoned} Ingest streams cancelled by their client after the first acknowledgement",
+        "the gateway stayed up; every acknowledged item is stored",
+    )
