@@ -9,6 +9,7 @@ in-flight ones finish within the grace period, and only then calls `stop()`.
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import json
 import os
 import signal
@@ -166,6 +167,8 @@ async def serve(service: Service, config: ServerConfig) -> None:
 def run_service(service: Service, config: ServerConfig) -> int:
     """Configure logging and run `service` to completion; the process exit status."""
     configure_logging(config.log_level, config.log_format, service.name)
+    # A crash in native code (gRPC core, onnxruntime, usearch) then leaves every thread's stack in the log.
+    faulthandler.enable()
     try:
         asyncio.run(serve(service, config))
     except Exception as exc:
