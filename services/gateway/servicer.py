@@ -46,6 +46,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         """Give the servicer its backends and write path once the service has started; it serves from then on."""
         self.backends = backends
         self.searcher = Searcher(self.config, backends, router)
+        self.router = router
         self.writer = writer
         self.resharder = resharder
         self.ready = True
@@ -146,17 +147,27 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         # A stats call is for an operator: a slow replica is worth waiting for as long as the caller allows.
         timeout = self.config.search_timeout_ms / 1000 if remaining is None else remaining
         shards = self.backends.shards
-        replies = await asyncio.gather(
+        answers = await asyncio.gather(
             *(_replica_stats(shard, replica, timeout) for shard in shards for replica in shard.replicas)
         )
         out, total, start = [], 0, 0
+        partition_items: dict[int, dict[int, int]] = {}
         for shard in shards:
-            replicas = replies[start : start + len(shard.replicas)]
+            mine = answers[start : start + len(shard.replicas)]
             start += len(shard.replicas)
             # Replicas that missed writes hold fewer items; the shard holds what its fullest healthy one does.
-            count = max((r.count for r in replicas if r.healthy), default=0)
+            healthy = [answer for answer in mine if answer[0].healthy]
+            fullest, items = max(healthy, key=lambda a: a[0].count) if healthy else (None, {})
+            count = fullest.count if fullest is not None else 0
             total += count
+            partition_items[shard.number] = items
+            replicas = [stats for stats, _ in mine]
             out.append(gateway_pb2.GatewayShardStats(shard=shard.number, replicas=replicas, count=count))
+        current = self.router.map if self.router is not None else None
+        if current is not None:
+            # During a reshard a moving partition is on its old and its new owner: count it once, at the shard
+            # that answers for it at this map version.
+            total = sum(partition_items.get(current.owner_of(p), {}).get(p, 0) for p in range(current.partitions))
         clip = self.backends.audio_clip
         return gateway_pb2.GetStatsResponse(
             model_id=self.backends.model_id,
@@ -168,11 +179,14 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         )
 
 
-async def _replica_stats(shard: ShardClient, replica: Replica, timeout: float) -> gateway_pb2.ReplicaStats:
+async def _replica_stats(
+    shard: ShardClient, replica: Replica, timeout: float
+) -> tuple[gateway_pb2.ReplicaStats, dict[int, int]]:
+    """One replica's statistics, and its items per log partition (empty without the log)."""
     try:
         reply = await replica.stub.GetShardStats(index_pb2.GetShardStatsRequest(), timeout=timeout)
     except grpc.aio.AioRpcError as exc:
-        return gateway_pb2.ReplicaStats(address=replica.address, healthy=False, error=describe_error(exc))
+        return gateway_pb2.ReplicaStats(address=replica.address, healthy=False, error=describe_error(exc)), {}
     for stats in reply.shards:
         if stats.shard == shard.number:
             return gateway_pb2.ReplicaStats(
@@ -183,7 +197,7 @@ async def _replica_stats(shard: ShardClient, replica: Replica, timeout: float) -
                 log_lag=stats.log_lag,
                 log_lag_seconds=stats.log_lag_seconds,
                 applied=stats.applied,
-            )
+            ), dict(stats.partition_items)
     return gateway_pb2.ReplicaStats(
         address=replica.address, healthy=False, error=f"the process does not serve shard {shard.number}"
-    )
+    ), {}

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -86,6 +87,21 @@ def map_of(cluster: LocalCluster) -> partitionmap.PartitionMap:
         return found[0]
 
     return asyncio.run(run())
+
+
+def advance_map(cluster: LocalCluster, step: Callable[[partitionmap.PartitionMap], partitionmap.PartitionMap]) -> None:
+    """Store `step` of the current map as its next version, as the gateway's reshard does (e.g. `start_move`)."""
+
+    async def run() -> None:
+        assert cluster.log is not None
+        nc = await writelog.connect(writelog.LogConfig(url=cluster.log.url), "reshard-test")
+        kv = await partitionmap.open_bucket(nc.jetstream(timeout=10), "CROSSMODAL")
+        found = await partitionmap.read(kv)
+        assert found is not None
+        await partitionmap.write(kv, step(found[0]), found[1])
+        await nc.close()
+
+    asyncio.run(run())
 
 
 def reshard_command(address: str, shards: int, *extra: str) -> subprocess.Popen[str]:

@@ -9,7 +9,9 @@ import pytest
 
 from crossmodal.client import Client
 from crossmodal.cluster import ClusterError, ClusterSpec, LocalCluster
-from tests.reshard.helpers import map_of, publish, reshard_command, reshard_spec, vectors
+from services.common import partitionmap
+from services.common.placement import item_hash
+from tests.reshard.helpers import advance_map, map_of, publish, reshard_command, reshard_spec, vectors
 from tests.support import wait_for
 
 
@@ -49,3 +51,25 @@ def test_direct_mode_cannot_reshard_and_says_how_to_get_a_log(tmp_path: Path, bu
             list(client.reshard(2))
         assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "resharding needs the write log" in (refused.value.details() or "")
+
+
+def test_stats_count_a_moving_partition_once(tmp_path: Path, bundle_dir: Path) -> None:
+    # While partitions are copied to their new owner, and until the old one drops them, both store them:
+    # the total is what the owners at the current map version answer for, not the sum of what is stored.
+    with LocalCluster(reshard_spec(tmp_path / "c", bundle_dir, shards=4)) as cluster, Client(cluster.address) as c:
+        stats = c.stats()
+        ids = [f"item-{n}" for n in range(400)]
+        publish(cluster, stats.model_id, dict(zip(ids, vectors(400, stats.dim, seed=2), strict=True)))
+        wait_for(lambda: c.stats().total_count == 400, 60, "the items to be applied", interval=0.2)
+        advance_map(cluster, lambda current: partitionmap.start_move(current, 2))
+        moving = map_of(cluster).incoming
+        copies = sum(item_hash(i) % len(map_of(cluster).owner) in moving for i in ids)
+
+        def stored() -> int:
+            return sum(replicas[0].count for replicas in c.stats().shards.values())
+
+        wait_for(lambda: stored() == 400 + copies, 60, f"the new owners to copy {copies} items", interval=0.2)
+        assert c.stats().total_count == 400
+        advance_map(cluster, partitionmap.flip)  # the new owners answer; the old ones still store the items
+        wait_for(lambda: map_of(cluster).phase == partitionmap.DRAINING, 30, "the flip")
+        assert stored() == 400 + copies and c.stats().total_count == 400
