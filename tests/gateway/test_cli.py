@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -18,6 +19,23 @@ def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "crossmodal", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
     )
+
+
+def _cli_into_closed_pipe(*args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI with its stdout on a pipe whose reader is already closed."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "crossmodal", *args],
+            cwd=ROOT,
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(write)
 
 
 def test_up_ingest_search_stats(tmp_path: Path, bundle_dir: Path, gallery: list[dict[str, str]]) -> None:
@@ -70,6 +88,9 @@ def test_up_ingest_search_stats(tmp_path: Path, bundle_dir: Path, gallery: list[
         assert hits[0]["id"] == Path(gallery[4]["path"]).name
         filtered = _cli("search", "anything", "--filter", "tag:demo", "--k", "50", "--json", "--address", address)
         assert len(json.loads(filtered.stdout)["hits"]) == 10
+        # Output piped into a reader that already went away (`| head`): the status of SIGPIPE, no traceback.
+        closed = _cli_into_closed_pipe("search", "anything", "--k", "50", "--address", address)
+        assert closed.returncode == 128 + signal.SIGPIPE and closed.stderr == "", closed.stderr
         stats = _cli("stats", "--address", address)
         assert "50 items" in stats.stdout and stats.stdout.count("shard ") == 2
     finally:
