@@ -284,6 +284,7 @@ def decode_audio(data: bytes, sample_rate: int, limits: DecodeLimits = DecodeLim
         raise _too_long(limits)
     if held == 0:
         raise AudioInputError("empty", "the audio holds no samples")
+    _check_wav_length(data)
     # A cut-off file decodes without an error up to where it ends; its header still says how long it was.
     if declared is not None and held / sample_rate < TRUNCATED_SHARE * declared:
         raise AudioInputError(
@@ -313,6 +314,24 @@ def wav_bytes(pcm: bytes, sample_rate: int) -> bytes:
 
 def _too_long(limits: DecodeLimits) -> AudioInputError:
     return AudioInputError("too_long", f"the audio is longer than the {limits.max_seconds:g} s allowed; cut it first")
+
+
+def _check_wav_length(data: bytes) -> None:
+    """Refuse a WAV file cut short: FFmpeg's WAV reader measures the file it has, not what its header declares."""
+    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return
+    offset = 12
+    while offset + 8 <= len(data):
+        chunk, size = data[offset : offset + 4], int.from_bytes(data[offset + 4 : offset + 8], "little")
+        if chunk == b"data":
+            held = len(data) - offset - 8
+            # Writers that stream set the size to 0 or to its largest value: no length was declared then.
+            if 0 < size < 0xFFFF_FF00 and held < TRUNCATED_SHARE * size:
+                raise AudioInputError(
+                    "corrupt", f"the audio is truncated: its header declares {size} bytes of samples, it holds {held}"
+                )
+            return
+        offset += 8 + size + (size & 1)  # chunks are padded to an even length
 
 
 def _declared_seconds(container: object, stream: object) -> float | None:

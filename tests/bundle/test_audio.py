@@ -207,3 +207,8 @@ def test_audio_only_requirement_and_truncation_and_length_limit() -> None:
         decode_audio(mp3, 48_000, DecodeLimits(max_seconds=2.0))
     assert caught.value.kind == "too_long"
     assert decode_audio(mp3, 16_000, DecodeLimits(max_seconds=5.0)).shape[0] >= 63_000
+    # WAV: FFmpeg's reader takes the length of the file it has; the data chunk's declared size tells.
+    wav = wav_bytes(frames=32_000)
+    with pytest.raises(AudioInputError, match=r"truncated: its header declares 64000 bytes of samples, it holds 32000"):
+        decode_audio(wav[: len(wav) - 32_000], 16_000)
+    assert decode_audio(wav[: len(wav) - 2_000], 16_000).shape[0] == 31_000  # a few samples short: kept
