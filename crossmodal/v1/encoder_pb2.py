@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from crossmodal.v1 import types_pb2 as crossmodal_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63rossmodal/v1/encoder.proto\x12\rcrossmodal.v1\x1a\x19\x63rossmodal/v1/types.proto\"V\n\nEncodeItem\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12\x0f\n\x05image\x18\x03 \x01(\x0cH\x00\x12\x0f\n\x05\x61udio\x18\x04 \x01(\x0cH\x00\x42\t\n\x07\x63ontent\"i\n\x0c\x45ncodeResult\x12\x0b\n\x03key\x18\x01 \x01(\t\x12)\n\x06status\x18\x02 \x01(\x0b\x32\x19.crossmodal.v1.ItemStatus\x12\x0e\n\x06vector\x18\x03 \x03(\x02\x12\x11\n\ttruncated\x18\x04 \x01(\x08\"9\n\rEncodeRequest\x12(\n\x05items\x18\x01 \x03(\x0b\x32\x19.crossmodal.v1.EncodeItem\"]\n\x0e\x45ncodeResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0b\n\x03\x64im\x18\x02 \x01(\x05\x12,\n\x07results\x18\x03 \x03(\x0b\x32\x1b.crossmodal.v1.EncodeResult\"\x15\n\x13GetModelInfoRequest\"\xa7\x02\n\x14GetModelInfoResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0b\n\x03\x64im\x18\x02 \x01(\x05\x12)\n\x08modality\x18\x03 \x01(\x0e\x32\x17.crossmodal.v1.Modality\x12\x11\n\tprecision\x18\x04 \x01(\t\x12\x16\n\x0e\x63ontext_length\x18\x05 \x01(\x05\x12\x12\n\nimage_size\x18\x06 \x01(\x05\x12\x11\n\tmax_batch\x18\x07 \x01(\x05\x12\x19\n\x11max_request_items\x18\x08 \x01(\x05\x12\x11\n\tproviders\x18\t \x03(\t\x12\x14\n\x0c\x63lip_seconds\x18\n \x01(\x01\x12\x13\n\x0bsample_rate\x18\x0b \x01(\x05\x12\x1a\n\x12window_hop_seconds\x18\x0c \x01(\x01\x32\xb0\x01\n\x0e\x45ncoderService\x12\x45\n\x06\x45ncode\x12\x1c.crossmodal.v1.EncodeRequest\x1a\x1d.crossmodal.v1.EncodeResponse\x12W\n\x0cGetModelInfo\x12\".crossmodal.v1.GetModelInfoRequest\x1a#.crossmodal.v1.GetModelInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63rossmodal/v1/encoder.proto\x12\rcrossmodal.v1\x1a\x19\x63rossmodal/v1/types.proto\"V\n\nEncodeItem\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12\x0f\n\x05image\x18\x03 \x01(\x0cH\x00\x12\x0f\n\x05\x61udio\x18\x04 \x01(\x0cH\x00\x42\t\n\x07\x63ontent\"z\n\x0c\x45ncodeResult\x12\x0b\n\x03key\x18\x01 \x01(\t\x12)\n\x06status\x18\x02 \x01(\x0b\x32\x19.crossmodal.v1.ItemStatus\x12\x0e\n\x06vector\x18\x03 \x03(\x02\x12\x11\n\ttruncated\x18\x04 \x01(\x08\x12\x0f\n\x07seconds\x18\x05 \x01(\x01\"9\n\rEncodeRequest\x12(\n\x05items\x18\x01 \x03(\x0b\x32\x19.crossmodal.v1.EncodeItem\"]\n\x0e\x45ncodeResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0b\n\x03\x64im\x18\x02 \x01(\x05\x12,\n\x07results\x18\x03 \x03(\x0b\x32\x1b.crossmodal.v1.EncodeResult\"\x15\n\x13GetModelInfoRequest\"\xa7\x02\n\x14GetModelInfoResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0b\n\x03\x64im\x18\x02 \x01(\x05\x12)\n\x08modality\x18\x03 \x01(\x0e\x32\x17.crossmodal.v1.Modality\x12\x11\n\tprecision\x18\x04 \x01(\t\x12\x16\n\x0e\x63ontext_length\x18\x05 \x01(\x05\x12\x12\n\nimage_size\x18\x06 \x01(\x05\x12\x11\n\tmax_batch\x18\x07 \x01(\x05\x12\x19\n\x11max_request_items\x18\x08 \x01(\x05\x12\x11\n\tproviders\x18\t \x03(\t\x12\x14\n\x0c\x63lip_seconds\x18\n \x01(\x01\x12\x13\n\x0bsample_rate\x18\x0b \x01(\x05\x12\x1a\n\x12window_hop_seconds\x18\x0c \x01(\x01\x32\xb0\x01\n\x0e\x45ncoderService\x12\x45\n\x06\x45ncode\x12\x1c.crossmodal.v1.EncodeRequest\x1a\x1d.crossmodal.v1.EncodeResponse\x12W\n\x0cGetModelInfo\x12\".crossmodal.v1.GetModelInfoRequest\x1a#.crossmodal.v1.GetModelInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,15 +35,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENCODEITEM']._serialized_start=73
   _globals['_ENCODEITEM']._serialized_end=159
   _globals['_ENCODERESULT']._serialized_start=161
-  _globals['_ENCODERESULT']._serialized_end=266
-  _globals['_ENCODEREQUEST']._serialized_start=268
-  _globals['_ENCODEREQUEST']._serialized_end=325
-  _globals['_ENCODERESPONSE']._serialized_start=327
-  _globals['_ENCODERESPONSE']._serialized_end=420
-  _globals['_GETMODELINFOREQUEST']._serialized_start=422
-  _globals['_GETMODELINFOREQUEST']._serialized_end=443
-  _globals['_GETMODELINFORESPONSE']._serialized_start=446
-  _globals['_GETMODELINFORESPONSE']._serialized_end=741
-  _globals['_ENCODERSERVICE']._serialized_start=744
-  _globals['_ENCODERSERVICE']._serialized_end=920
+  _globals['_ENCODERESULT']._serialized_end=283
+  _globals['_ENCODEREQUEST']._serialized_start=285
+  _globals['_ENCODEREQUEST']._serialized_end=342
+  _globals['_ENCODERESPONSE']._serialized_start=344
+  _globals['_ENCODERESPONSE']._serialized_end=437
+  _globals['_GETMODELINFOREQUEST']._serialized_start=439
+  _globals['_GETMODELINFOREQUEST']._serialized_end=460
+  _globals['_GETMODELINFORESPONSE']._serialized_start=463
+  _globals['_GETMODELINFORESPONSE']._serialized_end=758
+  _globals['_ENCODERSERVICE']._serialized_start=761
+  _globals['_ENCODERSERVICE']._serialized_end=937
 # @@protoc_insertion_point(module_scope)

@@ -20,16 +20,18 @@ class EncodeItem(_message.Message):
     def __init__(self, key: _Optional[str] = ..., text: _Optional[str] = ..., image: _Optional[bytes] = ..., audio: _Optional[bytes] = ...) -> None: ...
 
 class EncodeResult(_message.Message):
-    __slots__ = ("key", "status", "vector", "truncated")
+    __slots__ = ("key", "status", "vector", "truncated", "seconds")
     KEY_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
     key: str
     status: _types_pb2.ItemStatus
     vector: _containers.RepeatedScalarFieldContainer[float]
     truncated: bool
-    def __init__(self, key: _Optional[str] = ..., status: _Optional[_Union[_types_pb2.ItemStatus, _Mapping]] = ..., vector: _Optional[_Iterable[float]] = ..., truncated: _Optional[bool] = ...) -> None: ...
+    seconds: float
+    def __init__(self, key: _Optional[str] = ..., status: _Optional[_Union[_types_pb2.ItemStatus, _Mapping]] = ..., vector: _Optional[_Iterable[float]] = ..., truncated: _Optional[bool] = ..., seconds: _Optional[float] = ...) -> None: ...
 
 class EncodeRequest(_message.Message):
     __slots__ = ("items",)

@@ -33,10 +33,11 @@ log = structlog.get_logger("encoder")
 
 @dataclass(frozen=True)
 class Prepared:
-    """One item ready for the tower: its input row and whether the input was truncated."""
+    """One item ready for the tower: its input row, whether the input was truncated, a sound's length."""
 
     row: np.ndarray
     truncated: bool = False
+    seconds: float = 0.0
 
 
 def prepare_each(
@@ -57,10 +58,11 @@ def prepare_each(
 
 @dataclass(frozen=True)
 class Encoded:
-    """One item's L2-normalised embedding, and whether its input was truncated to fit the model."""
+    """One item's L2-normalised embedding, whether its input was truncated to fit the model, a sound's length."""
 
     vector: np.ndarray
     truncated: bool = False
+    seconds: float = 0.0
 
 
 class Tower(Protocol):
@@ -231,7 +233,7 @@ class EncoderEngine:
             elif isinstance(out, BaseException):
                 outcomes[i] = InferenceError(f"inference failed: {out}")
             else:
-                outcomes[i] = Encoded(out, prepared.truncated)
+                outcomes[i] = Encoded(out, prepared.truncated, prepared.seconds)
 
     def _run_batch(self, rows: list[np.ndarray]) -> list[np.ndarray]:
         assert self.tower is not None

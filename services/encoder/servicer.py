@@ -133,6 +133,7 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
             if isinstance(outcome, Encoded):
                 results[i].vector.extend(outcome.vector.tolist())
                 results[i].truncated = outcome.truncated
+                results[i].seconds = outcome.seconds
             else:
                 self._fail(results[i], outcome)
         return results

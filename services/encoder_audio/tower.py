@@ -54,7 +54,8 @@ class AudioTower:
         except AudioInputError as exc:
             raise InvalidItemError(f"{exc.kind}: {exc.reason}") from None
         cut = samples.shape[0] > self._audio.clip_samples
-        return Prepared(self._log_mel(fit_clip(samples, self._audio)), truncated=cut)
+        seconds = samples.shape[0] / self._audio.sample_rate
+        return Prepared(self._log_mel(fit_clip(samples, self._audio)), truncated=cut, seconds=seconds)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """Run the audio tower on log-mel features (n, frames, n_mels)."""

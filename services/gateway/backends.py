@@ -256,6 +256,7 @@ class Encoded:
     vector: list[float] | None
     error: GatewayError | None = None
     truncated: bool = False
+    seconds: float = 0.0  # a sound's decoded length (0: not a sound, or an encoder that does not say)
 
 
 @dataclass(frozen=True)
@@ -324,7 +325,7 @@ class Backends:
             )
             return [Encoded(None, error)] * len(items)
         return [
-            Encoded(list(r.vector), truncated=r.truncated)
+            Encoded(list(r.vector), truncated=r.truncated, seconds=r.seconds)
             if r.status.code == OK
             else Encoded(None, GatewayError(code_of(r.status.code), r.status.message))
             for r in response.results

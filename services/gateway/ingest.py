@@ -20,6 +20,7 @@ from services.gateway.backends import Backends, Encoded, EncoderPool
 from services.gateway.config import GatewayConfig
 from services.gateway.errors import GatewayError, status_of
 from services.gateway.metrics import INGEST_ITEMS
+from services.gateway.moments import AUDIO_DURATION_KEY
 from services.gateway.validation import check_item
 from services.gateway.writer import Writer
 
@@ -177,9 +178,13 @@ _MODALITIES = {"text": types_pb2.MODALITY_TEXT, "image": types_pb2.MODALITY_IMAG
 
 def _index_item(item: gateway_pb2.IngestRequest, encoded: Encoded) -> index_pb2.IndexItem:
     modality = _MODALITIES[item.WhichOneof("content") or "image"]
-    return index_pb2.IndexItem(
+    stored = index_pb2.IndexItem(
         id=item.id, vector=encoded.vector, modality=modality, metadata=item.metadata, tags=item.tags
     )
+    if encoded.seconds > 0:
+        # A sound's length as its encoder decoded it: what a moment found in it ends at.
+        stored.metadata[AUDIO_DURATION_KEY] = f"{encoded.seconds:.3f}"
+    return stored
 
 
 def _fail(ack: gateway_pb2.IngestResponse, code: grpc.StatusCode, message: str) -> None:

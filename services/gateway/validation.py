@@ -62,7 +62,7 @@ def check_item(item: gateway_pb2.IngestRequest, limits: Limits) -> None:
         limits.check_text(item.text, "the item text")
     elif which == "audio":
         limits.check_audio(item.audio, "the item sound")
-        # Its length is the caller's to give (the gateway does not decode it): the one key it may set.
+        # The one reserved key a caller may set: its length, which the encoder's decoded length replaces.
         _check_not_reserved(
             {k: v for k, v in item.metadata.items() if k != AUDIO_DURATION_KEY}, f"sound {item.id[:40]!r}"
         )
