@@ -357,7 +357,13 @@ class LocalCluster:
             towers = Manifest.load(self.spec.bundle).towers
         except BundleError as exc:
             raise ClusterError(f"cannot start on the model bundle at {self.spec.bundle}: {exc}") from exc
-        return tuple(t for t in towers if t != "audio" or self.spec.audio)
+        served = tuple(t for t in towers if t != "audio" or self.spec.audio)
+        if served == ("text",):
+            raise ClusterError(
+                f"the bundle at {self.spec.bundle} has no image tower, and the audio encoder is left off "
+                "(--no-audio): a cluster needs a tower besides text; start it with the audio encoder"
+            )
+        return served
 
     def start(self, timeout: float = 180.0) -> LocalCluster:
         """Start the write log, then encoders and shards, then the gateway once they are SERVING."""

@@ -268,6 +268,10 @@ class AudioClip:
     hop_seconds: float
 
 
+NO_IMAGE = (
+    "this cluster has no image encoder (CROSSMODAL_GATEWAY_IMAGE_ENCODERS is empty: its bundle has no image "
+    "tower), so it cannot encode images or video frames; serve a bundle with an image tower for that"
+)
 NO_AUDIO = (
     "this cluster has no audio encoder (CROSSMODAL_GATEWAY_AUDIO_ENCODERS is empty), so it cannot encode or "
     "search sounds; serve a bundle with an audio tower with services.encoder_audio and list its address in "
@@ -277,10 +281,10 @@ NO_AUDIO = (
 
 @dataclass
 class Backends:
-    """Everything the gateway calls, once both encoders have agreed on the model they serve."""
+    """Everything the gateway calls, once the encoders have agreed on the model they serve."""
 
     text: EncoderPool
-    image: EncoderPool
+    image: EncoderPool | None  # None for a bundle without an image tower (CROSSMODAL_GATEWAY_IMAGE_ENCODERS)
     shards: list[ShardClient]
     placement: Placement
     model_id: str
@@ -288,6 +292,12 @@ class Backends:
     # The audio tower's pool and clip, when the cluster has one (CROSSMODAL_GATEWAY_AUDIO_ENCODERS).
     audio: EncoderPool | None = None
     audio_clip: AudioClip | None = None
+
+    def image_pool(self) -> EncoderPool:
+        """The image encoders; FAILED_PRECONDITION when the cluster has none."""
+        if self.image is None:
+            raise GatewayError(grpc.StatusCode.FAILED_PRECONDITION, NO_IMAGE)
+        return self.image
 
     def audio_pool(self) -> tuple[EncoderPool, AudioClip]:
         """The audio encoders and their clip; FAILED_PRECONDITION when the cluster has none."""
@@ -334,8 +344,8 @@ class Backends:
     async def close(self) -> None:
         """Close every channel."""
         await self.text.close()
-        await self.image.close()
-        if self.audio is not None:
-            await self.audio.close()
+        for pool in (self.image, self.audio):
+            if pool is not None:
+                await pool.close()
         for shard in self.shards:
             await shard.close()

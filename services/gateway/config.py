@@ -42,7 +42,10 @@ class GatewayConfig:
         "Text encoder addresses (host:port, comma-separated); a call that gets UNAVAILABLE is retried on the next one.",
     )
     image_encoders: tuple[str, ...] = setting(
-        "GATEWAY_IMAGE_ENCODERS", ("127.0.0.1:50053",), "Image encoder addresses (host:port, comma-separated)."
+        "GATEWAY_IMAGE_ENCODERS",
+        ("127.0.0.1:50053",),
+        "Image encoder addresses (host:port, comma-separated); empty for a bundle without an image tower (text and "
+        "audio): image queries, image items and videos are then FAILED_PRECONDITION.",
     )
     audio_encoders: tuple[str, ...] = setting(
         "GATEWAY_AUDIO_ENCODERS",
@@ -243,9 +246,12 @@ class GatewayConfig:
                     f"CROSSMODAL_GATEWAY_LOG_PARTITIONS={partitions}: must be a power of two and at least the "
                     f"{len(shard_map)} shards"
                 )
-        if not self.text_encoders or not self.image_encoders:
+        if not self.text_encoders:
+            raise ConfigError("CROSSMODAL_GATEWAY_TEXT_ENCODERS needs at least one address")
+        if not self.image_encoders and not self.audio_encoders:
             raise ConfigError(
-                "CROSSMODAL_GATEWAY_TEXT_ENCODERS and CROSSMODAL_GATEWAY_IMAGE_ENCODERS need at least one address each"
+                "CROSSMODAL_GATEWAY_IMAGE_ENCODERS and CROSSMODAL_GATEWAY_AUDIO_ENCODERS are both empty: list the "
+                "encoders of at least one tower besides text (the ones the bundle has)"
             )
         if self.api_keys_file is not None and not self.api_keys_file.is_file():
             raise ConfigError(f"CROSSMODAL_GATEWAY_API_KEYS_FILE: no such file: {self.api_keys_file}")

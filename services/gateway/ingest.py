@@ -105,8 +105,12 @@ class IngestPipeline:
         """Check an item; a refused one is acknowledged at once with its reason."""
         try:
             check_item(item, self.config.limits)
-            if item.WhichOneof("content") == "audio":
-                self.backends.audio_pool()  # FAILED_PRECONDITION for this item when the cluster has no audio tower
+            # FAILED_PRECONDITION for this item when the cluster has no tower for it.
+            which = item.WhichOneof("content")
+            if which == "audio":
+                self.backends.audio_pool()
+            elif which == "image":
+                self.backends.image_pool()
         except Exception as exc:  # noqa: BLE001 - every failure gets its status from the one table
             code, message = status_of(exc)
             INGEST_ITEMS.labels(code.name).inc()

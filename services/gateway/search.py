@@ -321,7 +321,8 @@ class Searcher:
             (result,) = await backends.encode(backends.text, [encoder_pb2.EncodeItem(text=request.text)], timeout)
         else:
             # An image query goes alone: its decoding and tower cost far more than the call.
-            (result,) = await backends.encode(backends.image, [encoder_pb2.EncodeItem(image=request.image)], timeout)
+            pool = backends.image_pool()
+            (result,) = await backends.encode(pool, [encoder_pb2.EncodeItem(image=request.image)], timeout)
         if result.error is not None:
             raise result.error
         assert result.vector is not None

@@ -11,7 +11,7 @@ import structlog
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
-from crossmodal.v1 import encoder_pb2, gateway_pb2_grpc
+from crossmodal.v1 import gateway_pb2_grpc
 from services.common import partitionmap, writelog
 from services.common.config import ConfigError, TLSConfig
 from services.common.partitionmap import MapWatcher
@@ -62,20 +62,25 @@ class GatewayService:
         server = self.config.server
         tls, size = server.client_tls, server.max_message_bytes
         text_pool = EncoderPool("text", self.config.text_encoders, tls=tls, max_message_bytes=size)
-        image_pool = EncoderPool("image", self.config.image_encoders, tls=tls, max_message_bytes=size)
+        image_pool = None
+        if self.config.image_encoders:
+            image_pool = EncoderPool("image", self.config.image_encoders, tls=tls, max_message_bytes=size)
         shards = [
             ShardClient(n, replicas, tls=tls, max_message_bytes=size)
             for n, replicas in enumerate(self.config.shard_map)
         ]
         self.backends = Backends(text_pool, image_pool, shards, self.config.placement, model_id="", dim=0)
-        text, image = await _retry("encoders", lambda: _model_infos(text_pool, image_pool))
-        if (text.model_id, text.dim) != (image.model_id, image.dim):
-            raise RuntimeError(
-                f"the text encoder serves {text.model_id} (dim {text.dim}) but the image encoder "
-                f"serves {image.model_id} (dim {image.dim}); both must serve the same bundle"
-            )
+        text = await _retry("the text encoder", lambda: text_pool.model_info(timeout=5.0))
         self.backends.model_id, self.backends.dim = text.model_id, text.dim
-        text_pool.max_request_items, image_pool.max_request_items = text.max_request_items, image.max_request_items
+        text_pool.max_request_items = text.max_request_items
+        if image_pool is not None:
+            image = await _retry("the image encoder", lambda: image_pool.model_info(timeout=5.0))
+            if (text.model_id, text.dim) != (image.model_id, image.dim):
+                raise RuntimeError(
+                    f"the text encoder serves {text.model_id} (dim {text.dim}) but the image encoder "
+                    f"serves {image.model_id} (dim {image.dim}); both must serve the same bundle"
+                )
+            image_pool.max_request_items = image.max_request_items
         if self.config.audio_encoders:
             await self._attach_audio(tls, size)
         writer = await self._writer()
@@ -152,12 +157,6 @@ class GatewayService:
         await self.backends.close()
         if self._nats is not None:
             await self._nats.close()
-
-
-async def _model_infos(
-    text: EncoderPool, image: EncoderPool
-) -> tuple[encoder_pb2.GetModelInfoResponse, encoder_pb2.GetModelInfoResponse]:
-    return await text.model_info(timeout=5.0), await image.model_info(timeout=5.0)
 
 
 async def _retry(what: str, attempt: Callable[[], Awaitable[T]]) -> T:

@@ -87,7 +87,8 @@ class VideoIngest:
             previous = frame.seconds
             kept.append(gateway_pb2.VideoFrame(seconds=frame.seconds, scene_change=frame.scene_change))
             label = f"frame {len(kept) - 1} at {frame.seconds:.3f} s"
-            await self._queue.add(FRAMES, self.backends.image, encoder_pb2.EncodeItem(image=frame.image), label)
+            pool = self.backends.image_pool()
+            await self._queue.add(FRAMES, pool, encoder_pb2.EncodeItem(image=frame.image), label)
         if header is None:
             raise LimitError("the IngestVideo stream ended before the video's header")
         if not kept:

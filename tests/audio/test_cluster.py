@@ -19,10 +19,10 @@ from PIL import Image
 from crossmodal.bundle import ModelBundle
 from crossmodal.bundle.audio import AudioInputError
 from crossmodal.client import Client, Item
-from crossmodal.cluster import LocalCluster
+from crossmodal.cluster import ClusterSpec, LocalCluster
 from crossmodal.v1 import gateway_pb2, gateway_pb2_grpc
 from tests.audio.conftest import MAX_CHUNK_BYTES, MAX_SECONDS, RATE, noise, tone, wav, write_sound
-from tests.bundle.audio_bundles import encode_sound, wav_bytes
+from tests.bundle.audio_bundles import encode_sound, wav_bytes, with_audio_tower
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 # A recording of three steady sounds of 3 s each: noise, a 300 Hz tone, a 2 kHz tone.
@@ -276,3 +276,37 @@ def test_without_an_audio_encoder_every_audio_request_is_failed_precondition(
         # Texts and images are unaffected, and "any" leaves sounds out.
         assert all(a.ok for a in client.ingest([Item("t", text="a beep")]))
         assert [h.id for h in client.search("a beep").hits] == ["t"]
+
+
+def test_a_bundle_without_an_image_tower_serves_texts_and_sounds(tmp_path: Path, bundle_dir: Path) -> None:
+    # A text+audio bundle (what `export-model` makes of a CLAP model): no image encoder runs, and every
+    # image or video request is refused by name while texts and sounds work.
+    bundle = tmp_path / "text-audio"
+    with_audio_tower(bundle_dir, bundle, keep_image=False)
+    spec = ClusterSpec.on_free_ports(tmp_path / "data", shards=1, bundle=bundle)
+    with LocalCluster(spec) as cluster, Client(cluster.address) as client:
+        assert {p.name for p in cluster.processes} == {"encoder_text", "encoder_audio", "index-0-0", "gateway"}
+        acks = client.ingest(
+            [Item("beep", audio=wav(tone(1200, 0.6))), Item("hum", audio=wav(tone(150, 0.8))), Item("t", text="a hum")]
+        )
+        assert all(a.ok for a in acks), acks
+        assert client.search(audio=wav(tone(150, 0.8)), target="audio", k=1).hits[0].id == "hum"
+        assert {h.modality for h in client.search("a low hum", target="audio", k=5).hits} == {"audio"}
+        assert [h.id for h in client.search(audio=wav(tone(150, 0.8)), target="text", k=1).hits] == ["t"]
+        picture = io.BytesIO()
+        Image.new("RGB", (32, 32), (200, 30, 30)).save(picture, "PNG")
+        (ack,) = client.ingest([Item("red", image=picture.getvalue())])
+        assert ack.code == grpc.StatusCode.FAILED_PRECONDITION and "no image encoder" in ack.message
+        with pytest.raises(grpc.RpcError) as refused:
+            client.search(image=picture.getvalue())
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "CROSSMODAL_GATEWAY_IMAGE_ENCODERS" in (refused.value.details() or "")
+        video = [
+            gateway_pb2.IngestVideoRequest(header=gateway_pb2.VideoHeader(id="v", duration_seconds=1.0)),
+            gateway_pb2.IngestVideoRequest(frame=gateway_pb2.VideoFrame(seconds=0.0, image=picture.getvalue())),
+        ]
+        with pytest.raises(grpc.RpcError) as refused, grpc.insecure_channel(cluster.address) as channel:
+            gateway_pb2_grpc.GatewayServiceStub(channel).IngestVideo(iter(video))
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION, refused.value.details()
+        assert "no image encoder" in (refused.value.details() or "")
+        assert client.stats().total_count == 3

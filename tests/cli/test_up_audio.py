@@ -100,6 +100,8 @@ def test_the_encoders_follow_the_bundles_towers(tmp_path: Path, bundle_dir: Path
     assert towers(audio_bundle) == ("text", "image", "audio")
     assert towers(audio_bundle, audio=False) == ("text", "image")
     assert towers(text_audio) == ("text", "audio")
+    with pytest.raises(ClusterError, match="has no image tower, and the audio encoder is left off"):
+        towers(text_audio, audio=False)
     broken = tmp_path / "broken"
     shutil.copytree(plain, broken)
     (broken / "model.json").write_text("{}")

@@ -119,6 +119,7 @@ HTTP_INGRESS: dict[str, Any] = {
 }
 
 NO_AUDIO: dict[str, Any] = {"encoders": {"audio": {"enabled": False}}}
+NO_IMAGE: dict[str, Any] = {"encoders": {"image": {"enabled": False}}}
 
 # name -> values; ci/<name>-values.yaml where one exists.
 VALUE_SETS: dict[str, Callable[[Path], dict[str, Any]]] = {
@@ -134,6 +135,8 @@ VALUE_SETS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "http-ingress": lambda _c: HTTP_INGRESS,
     # A bundle without an audio tower: no audio encoder, and the gateway serves no audio.
     "no-audio": lambda _c: NO_AUDIO,
+    # A text and audio bundle (an exported CLAP model): no image encoder.
+    "no-image": lambda _c: NO_IMAGE,
 }
 
 
@@ -425,10 +428,12 @@ def test_the_gateway_shard_map_lists_the_statefulsets_dns_names(name: str, rende
 def test_the_gateway_dials_the_encoder_services(name: str, rendered: dict[str, Rendered]) -> None:
     r = rendered[name]
     config = r.config("gateway")
-    encoders = [
-        ("encoder-text", "CROSSMODAL_GATEWAY_TEXT_ENCODERS"),
-        ("encoder-image", "CROSSMODAL_GATEWAY_IMAGE_ENCODERS"),
-    ]
+    encoders = [("encoder-text", "CROSSMODAL_GATEWAY_TEXT_ENCODERS")]
+    # Without an image encoder its setting is empty, not absent: the gateway's default is a local address.
+    if name == "no-image":
+        assert config["CROSSMODAL_GATEWAY_IMAGE_ENCODERS"] == ""
+    else:
+        encoders.append(("encoder-image", "CROSSMODAL_GATEWAY_IMAGE_ENCODERS"))
     # The audio encoder's address only where it runs: without it the gateway refuses audio.
     if name == "no-audio":
         assert "CROSSMODAL_GATEWAY_AUDIO_ENCODERS" not in config
@@ -1120,6 +1125,18 @@ def test_the_audio_encoder_can_be_turned_off(rendered: dict[str, Rendered]) -> N
     assert {n for n in off if off[n] != base[n]} == {f"{fullname()}-gateway"}
     assert "text, image (no audio: encoders.audio.enabled is false)" in r.notes
     assert "text, image and audio" in rendered["default"].notes
+
+
+def test_the_image_encoder_can_be_turned_off_for_a_text_and_audio_bundle(rendered: dict[str, Rendered]) -> None:
+    """encoders.image.enabled=false renders nothing of it; turning off both image and audio is refused."""
+    r = rendered["no-image"]
+    assert [d for d in r.docs if "encoder-image" in d["metadata"]["name"]] == []
+    assert {_component(t) for _w, t in r.pod_templates()} == {*COMPONENTS, HTTP} - {"encoder-image"}
+    base, off = _checksums(rendered["default"]), _checksums(r)
+    assert {n for n in off if off[n] != base[n]} == {f"{fullname()}-gateway"}
+    assert "encoders        text and audio (no images or videos: encoders.image.enabled is false)" in r.notes
+    with pytest.raises(Exception, match="encoders.image.enabled and encoders.audio.enabled are both false"):
+        render({"encoders": {"image": {"enabled": False}, "audio": {"enabled": False}}})
 
 
 def test_the_encoder_alert_and_dashboard_cover_the_audio_tower() -> None:

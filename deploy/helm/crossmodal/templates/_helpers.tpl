@@ -96,11 +96,14 @@ index:
 {{- end -}}
 
 {{/*
-The encoder components this release runs, space-separated: text and image always, audio when
-encoders.audio.enabled (the bundle has an audio tower). Use: splitList " " (include ... $).
+The encoder components this release runs, space-separated: text always, image and audio when enabled
+(the bundle has those towers). Use: splitList " " (include ... $).
 */}}
 {{- define "crossmodal.encoderComponents" -}}
-encoder-text encoder-image{{ if .Values.encoders.audio.enabled }} encoder-audio{{ end }}
+{{- if not (or .Values.encoders.image.enabled .Values.encoders.audio.enabled) -}}
+{{- fail "encoders.image.enabled and encoders.audio.enabled are both false: a bundle has a text tower and at least one of image and audio; enable the ones it has" -}}
+{{- end -}}
+encoder-text{{ if .Values.encoders.image.enabled }} encoder-image{{ end }}{{ if .Values.encoders.audio.enabled }} encoder-audio{{ end }}
 {{- end -}}
 
 {{/* The values of one component, as a dict: (dict "root" $ "component" "encoder-text") */}}
@@ -256,7 +259,8 @@ Also hashed into the pods' checksum/config annotation, so pods roll when it chan
 {{- if eq .component "gateway" -}}
 {{- $_ := set $env "CROSSMODAL_GATEWAY_SHARDS" (include "crossmodal.shardMap" $root) -}}
 {{- $_ := set $env "CROSSMODAL_GATEWAY_TEXT_ENCODERS" (include "crossmodal.encoderAddress" (dict "root" $root "component" "encoder-text")) -}}
-{{- $_ := set $env "CROSSMODAL_GATEWAY_IMAGE_ENCODERS" (include "crossmodal.encoderAddress" (dict "root" $root "component" "encoder-image")) -}}
+{{- /* Empty, not left out, without an image encoder: the gateway's default is a local address. */ -}}
+{{- $_ := set $env "CROSSMODAL_GATEWAY_IMAGE_ENCODERS" (ternary (include "crossmodal.encoderAddress" (dict "root" $root "component" "encoder-image")) "" $root.Values.encoders.image.enabled) -}}
 {{- if $root.Values.encoders.audio.enabled -}}
 {{- $_ := set $env "CROSSMODAL_GATEWAY_AUDIO_ENCODERS" (include "crossmodal.encoderAddress" (dict "root" $root "component" "encoder-audio")) -}}
 {{- end -}}
