@@ -9,14 +9,17 @@ import librosa
 import numpy as np
 import pytest
 
+import crossmodal.bundle.audio as audio_module
 from crossmodal.bundle.audio import (
     AudioConfig,
     AudioInputError,
     DecodeLimits,
     LogMel,
+    _ffmpeg_decode,
     decode_audio,
     fit_clip,
     mel_filters,
+    pcm16,
     windows,
 )
 from tests.bundle.audio_bundles import encode_sound, wav_bytes
@@ -212,3 +215,30 @@ def test_audio_only_requirement_and_truncation_and_length_limit() -> None:
     with pytest.raises(AudioInputError, match=r"truncated: its header declares 64000 bytes of samples, it holds 32000"):
         decode_audio(wav[: len(wav) - 32_000], 16_000)
     assert decode_audio(wav[: len(wav) - 2_000], 16_000).shape[0] == 31_000  # a few samples short: kept
+
+
+def test_plain_wav_at_the_towers_rate_skips_ffmpeg_and_gives_its_samples(monkeypatch: pytest.MonkeyPatch) -> None:
+    """16-bit mono WAV at the tower's rate (the gateway's windows) is read with numpy: FFmpeg's samples, bit for
+    bit, for every layout of chunks; anything else still goes to FFmpeg."""
+    rng = np.random.default_rng(3)
+    plain = audio_module.wav_bytes(pcm16(rng.uniform(-1.1, 1.1, 16_001).astype(np.float32)), 16_000)
+    header, body = plain[:36], plain[36:]  # RIFF + fmt chunk | data chunk
+    listed = b"LIST" + (5).to_bytes(4, "little") + b"INFO!" + b"\0"  # odd size: padded
+    cases = {
+        "plain": plain,
+        "chunk before the data": header + listed + body,
+        "chunk after the data": plain + listed,
+        "a few bytes short": plain[:-101],
+    }
+    expected = {name: _ffmpeg_decode(data, 16_000, DecodeLimits()) for name, data in cases.items()}
+
+    def no_ffmpeg(*_args: object) -> np.ndarray:
+        raise AssertionError("FFmpeg was used")
+
+    monkeypatch.setattr(audio_module, "_ffmpeg_decode", no_ffmpeg)
+    for name, data in cases.items():
+        assert np.array_equal(decode_audio(data, 16_000), expected[name]), name
+    assert expected["a few bytes short"].shape[0] == 16_001 - 51
+    for other in (wav_bytes(channels=2), wav_bytes(rate=22_050), audio_module.wav_bytes(body[8:], 22_050)):
+        with pytest.raises(AssertionError, match="FFmpeg was used"):
+            decode_audio(other, 16_000)
