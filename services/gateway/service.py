@@ -11,7 +11,7 @@ import structlog
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
-from crossmodal.v1 import gateway_pb2_grpc
+from crossmodal.v1 import encoder_pb2, gateway_pb2_grpc
 from services.common import partitionmap, writelog
 from services.common.config import ConfigError, TLSConfig
 from services.common.partitionmap import MapWatcher
@@ -57,7 +57,7 @@ class GatewayService:
         return ["crossmodal.v1.GatewayService"]
 
     async def start(self) -> None:
-        """Wait until both encoders serve the same model (and the write log is reachable); ready after that."""
+        """Wait until every encoder serves the same model (and the write log is reachable); ready after that."""
         # Channels belong to the running event loop, so they are opened here and not in __init__.
         server = self.config.server
         tls, size = server.client_tls, server.max_message_bytes
@@ -75,11 +75,7 @@ class GatewayService:
         text_pool.max_request_items = text.max_request_items
         if image_pool is not None:
             image = await _retry("the image encoder", lambda: image_pool.model_info(timeout=5.0))
-            if (text.model_id, text.dim) != (image.model_id, image.dim):
-                raise RuntimeError(
-                    f"the text encoder serves {text.model_id} (dim {text.dim}) but the image encoder "
-                    f"serves {image.model_id} (dim {image.dim}); both must serve the same bundle"
-                )
+            self._check_same_model("image", image)
             image_pool.max_request_items = image.max_request_items
         if self.config.audio_encoders:
             await self._attach_audio(tls, size)
@@ -92,16 +88,20 @@ class GatewayService:
         self.servicer.attach(self.backends, writer, router=router, resharder=self._resharder)
         log.info("model", model_id=text.model_id, dim=text.dim, shards=len(shards), log=self.config.log.enabled)
 
+    def _check_same_model(self, tower: str, info: encoder_pb2.GetModelInfoResponse) -> None:
+        """An encoder must serve the text encoder's model: one bundle, one embedding space."""
+        if (info.model_id, info.dim) != (self.backends.model_id, self.backends.dim):
+            raise RuntimeError(
+                f"the {tower} encoder serves {info.model_id} (dim {info.dim}) but the text encoder serves "
+                f"{self.backends.model_id} (dim {self.backends.dim}); all must serve the same bundle"
+            )
+
     async def _attach_audio(self, tls: TLSConfig | None, size: int) -> None:
         """Open the audio pool and take its clip from GetModelInfo; it must serve the other towers' model."""
         pool = EncoderPool("audio", self.config.audio_encoders, tls=tls, max_message_bytes=size)
         self.backends.audio = pool
         info = await _retry("the audio encoder", lambda: pool.model_info(timeout=5.0))
-        if (info.model_id, info.dim) != (self.backends.model_id, self.backends.dim):
-            raise RuntimeError(
-                f"the audio encoder serves {info.model_id} (dim {info.dim}) but the text encoder serves "
-                f"{self.backends.model_id} (dim {self.backends.dim}); all must serve the same bundle"
-            )
+        self._check_same_model("audio", info)
         if info.clip_seconds <= 0 or info.sample_rate <= 0:
             raise RuntimeError(f"the audio encoder at {self.config.audio_encoders} describes no clip; is it one?")
         pool.max_request_items = info.max_request_items

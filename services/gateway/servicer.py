@@ -34,6 +34,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
 
     backends: Backends
     searcher: Searcher
+    router: Router | None
     writer: Writer
 
     def __init__(self, config: GatewayConfig) -> None:
