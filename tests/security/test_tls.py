@@ -157,9 +157,9 @@ def _health(channel: grpc.Channel) -> str:
 
 
 def _unreachable_report(process: ServiceProcess) -> str | None:
-    """The gateway's log line saying its encoders are UNAVAILABLE, once there is one."""
+    """The gateway's log line saying its text encoder (the first it waits for) is UNAVAILABLE, once there is one."""
     lines = process.log().splitlines()
-    return next((ln for ln in lines if "waiting for encoders" in ln and "UNAVAILABLE" in ln), None)
+    return next((ln for ln in lines if "waiting for the text encoder" in ln and "UNAVAILABLE" in ln), None)
 
 
 def _listening_port(process: ServiceProcess) -> int:
