@@ -62,8 +62,8 @@ def test_stats_count_a_moving_partition_once(tmp_path: Path, bundle_dir: Path) -
         publish(cluster, stats.model_id, dict(zip(ids, vectors(400, stats.dim, seed=2), strict=True)))
         wait_for(lambda: c.stats().total_count == 400, 60, "the items to be applied", interval=0.2)
         advance_map(cluster, lambda current: partitionmap.start_move(current, 2))
-        moving = map_of(cluster).incoming
-        copies = sum(item_hash(i) % len(map_of(cluster).owner) in moving for i in ids)
+        moving = map_of(cluster)
+        copies = sum(item_hash(i) % moving.partitions in moving.incoming for i in ids)
 
         def stored() -> int:
             return sum(replicas[0].count for replicas in c.stats().shards.values())
