@@ -39,8 +39,8 @@ sys.path.insert(0, str(ROOT))
 from bench.bench_audio_encoder import default_audio_bundle  # noqa: E402
 from bench.bench_encoders import machine  # noqa: E402
 from crossmodal.bundle import Manifest, decode_audio  # noqa: E402
-from crossmodal.bundle.audio import DecodeLimits  # noqa: E402
-from crossmodal.client import AUDIO_CHUNK_BYTES, Client  # noqa: E402
+from crossmodal.bundle.audio import DecodeLimits, pcm16  # noqa: E402
+from crossmodal.client import Client  # noqa: E402
 from crossmodal.cluster import ClusterSpec, LocalCluster  # noqa: E402
 from crossmodal.scenes.sounds import Split, render_sound, sample_specs, write_wav  # noqa: E402
 
@@ -76,11 +76,10 @@ def measure(bundle: Path, sound: Path, seconds: float, rounds: int, queries: int
         for n in range(rounds):
             started = time.perf_counter()
             samples = decode_audio(sound.read_bytes(), rate, DecodeLimits(max_seconds=seconds + 10))
-            pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
+            pcm = pcm16(samples)
             decode.append(time.perf_counter() - started)
             started = time.perf_counter()
-            chunks = (pcm[i : i + AUDIO_CHUNK_BYTES] for i in range(0, len(pcm), AUDIO_CHUNK_BYTES))
-            client.ingest_audio(f"pre-{n}", chunks, sample_rate=rate, duration=samples.shape[0] / rate)
+            client.ingest_audio(f"pre-{n}", [pcm], sample_rate=rate, duration=samples.shape[0] / rate)
             store.append(time.perf_counter() - started)
             started = time.perf_counter()
             ack = client.ingest_audio_file(f"file-{n}", sound)

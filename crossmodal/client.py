@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal
 
 import grpc
-import numpy as np
 
 from crossmodal.transport import RECONNECT_OPTIONS, RETRYABLE, code_of
 from crossmodal.v1 import gateway_pb2, gateway_pb2_grpc, types_pb2
@@ -650,13 +649,12 @@ class Client:
             return self.ingest_audio(
                 sound_id, (), sample_rate=_FALLBACK_RATE, metadata=meta, tags=tags, timeout=timeout
             )
-        from crossmodal.bundle.audio import DecodeLimits, decode_audio
+        from crossmodal.bundle.audio import DecodeLimits, decode_audio, pcm16
 
         samples = decode_audio(Path(path).read_bytes(), rate, DecodeLimits(max_seconds=max_seconds))
-        pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes()
         return self.ingest_audio(
             sound_id,
-            (pcm[i : i + AUDIO_CHUNK_BYTES] for i in range(0, len(pcm), AUDIO_CHUNK_BYTES)),
+            [pcm16(samples)],  # ingest_audio cuts it into AUDIO_CHUNK_BYTES chunks
             sample_rate=rate,
             duration=samples.shape[0] / rate,
             metadata=meta,

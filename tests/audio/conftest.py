@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import wave
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +9,7 @@ import av
 import numpy as np
 import pytest
 
+from crossmodal.bundle.audio import pcm16, wav_bytes
 from crossmodal.cluster import ClusterSpec, LocalCluster
 from tests.bundle.audio_bundles import AUDIO, with_audio_tower
 from tests.encoder.conftest import bundle_dir  # noqa: F401 - the shared bundle fixture
@@ -80,18 +79,12 @@ def noise(seconds: float, seed: int, rate: int = RATE, amplitude: float = 0.3) -
 
 def wav(samples: np.ndarray, rate: int = RATE) -> bytes:
     """Mono float samples as 16-bit WAV bytes."""
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
-    return buffer.getvalue()
+    return wav_bytes(pcm16(samples), rate)
 
 
 def write_sound(path: Path, samples: np.ndarray, codec: str, rate: int = RATE) -> Path:
     """Mono float samples encoded with PyAV into `path` (the container from its suffix) with `codec`."""
-    pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2")
+    pcm = np.frombuffer(pcm16(samples), "<i2")
     with av.open(str(path), "w") as out:
         stream = out.add_stream(codec, rate=rate, layout="mono")
         for start in range(0, len(pcm), 4096):

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from crossmodal.bundle import ModelBundle
-from crossmodal.bundle.audio import AudioInputError
+from crossmodal.bundle.audio import AudioInputError, pcm16
 from crossmodal.client import Client, Item
 from crossmodal.cluster import ClusterSpec, LocalCluster
 from crossmodal.v1 import gateway_pb2, gateway_pb2_grpc
@@ -57,10 +57,6 @@ def stream(
     yield gateway_pb2.IngestAudioRequest(header=header)
     for chunk in chunks:
         yield gateway_pb2.IngestAudioRequest(chunk=chunk)
-
-
-def pcm(samples: np.ndarray) -> bytes:
-    return (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
 
 
 def test_short_sounds_are_found_by_sound_text_image_and_vector(
@@ -142,7 +138,7 @@ def _video_with_sound(path: Path, sound: np.ndarray, seconds: int) -> None:
             picture = np.full((64, 64, 3), (n * 3) % 255, np.uint8)
             out.mux(video.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")))
         out.mux(video.encode(None))
-        samples = np.frombuffer(pcm(sound), "<i2")
+        samples = np.frombuffer(pcm16(sound), "<i2")
         for start in range(0, len(samples), 4096):
             frame = av.AudioFrame.from_ndarray(samples[None, start : start + 4096].copy(), format="s16", layout="mono")
             frame.sample_rate, frame.pts = RATE, start
@@ -211,7 +207,7 @@ def test_bad_audio_streams_are_refused_and_store_nothing(
     stub: gateway_pb2_grpc.GatewayServiceStub, client: Client
 ) -> None:
     header = gateway_pb2.AudioHeader(id="streamed", sample_rate=RATE)
-    second = pcm(tone(500, 1.5))
+    second = pcm16(tone(500, 1.5))
     chunk = gateway_pb2.AudioChunk
     cases = {
         "no header": (
