@@ -77,31 +77,33 @@ def publish(cluster: LocalCluster, model_id: str, items: dict[str, np.ndarray]) 
 
 def map_of(cluster: LocalCluster) -> partitionmap.PartitionMap:
     """The partition map as stored now."""
-
-    async def run() -> partitionmap.PartitionMap:
-        assert cluster.log is not None
-        nc = await writelog.connect(writelog.LogConfig(url=cluster.log.url), "reshard-test")
-        found = await partitionmap.read(await partitionmap.open_bucket(nc.jetstream(timeout=10), "CROSSMODAL"))
-        await nc.close()
-        assert found is not None
-        return found[0]
-
-    return asyncio.run(run())
+    return _stored_map(cluster)
 
 
 def advance_map(cluster: LocalCluster, step: Callable[[partitionmap.PartitionMap], partitionmap.PartitionMap]) -> None:
     """Store `step` of the current map as its next version, as the gateway's reshard does (e.g. `start_move`)."""
+    _stored_map(cluster, step)
 
-    async def run() -> None:
+
+def _stored_map(
+    cluster: LocalCluster, step: Callable[[partitionmap.PartitionMap], partitionmap.PartitionMap] | None = None
+) -> partitionmap.PartitionMap:
+    """Read the stored map; with `step`, write `step` of it as the next version (compare-and-set)."""
+
+    async def run() -> partitionmap.PartitionMap:
         assert cluster.log is not None
         nc = await writelog.connect(writelog.LogConfig(url=cluster.log.url), "reshard-test")
-        kv = await partitionmap.open_bucket(nc.jetstream(timeout=10), "CROSSMODAL")
-        found = await partitionmap.read(kv)
-        assert found is not None
-        await partitionmap.write(kv, step(found[0]), found[1])
-        await nc.close()
+        try:
+            kv = await partitionmap.open_bucket(nc.jetstream(timeout=10), "CROSSMODAL")
+            found = await partitionmap.read(kv)
+            assert found is not None
+            if step is not None:
+                await partitionmap.write(kv, step(found[0]), found[1])
+            return found[0]
+        finally:
+            await nc.close()
 
-    asyncio.run(run())
+    return asyncio.run(run())
 
 
 def reshard_command(address: str, shards: int, *extra: str) -> subprocess.Popen[str]:
