@@ -80,7 +80,7 @@ class Placement:
     def shard_of(self, item_id: str) -> int:
         """The shard that stores an id."""
         if self.partitions:
-            return self.partition_of(item_id) % self.shards
+            return self.shard_of_partition(self.partition_of(item_id))
         return item_hash(item_id) % self.shards
 
     def shard_of_partition(self, partition: int) -> int:

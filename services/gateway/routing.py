@@ -26,16 +26,10 @@ from services.gateway.metrics import MAP_VERSION
 @dataclasses.dataclass(frozen=True)
 class MapPlacement(Placement):
     """A Placement whose shards are the partition map's current owners (log mode): what every write path
-    and acknowledgement of the gateway reports as an item's shard, without knowing about maps."""
+    and acknowledgement of the gateway reports as an item's shard, without knowing about maps (in log mode
+    `Placement.shard_of` goes through `shard_of_partition`, so overriding that one is enough)."""
 
     watcher: MapWatcher | None = dataclasses.field(default=None, compare=False)
-
-    def shard_of(self, item_id: str) -> int:
-        """The shard that owns the id's partition now."""
-        current = self.watcher.current if self.watcher is not None else None
-        if current is None:
-            return super().shard_of(item_id)
-        return current.owner_of(self.partition_of(item_id))
 
     def shard_of_partition(self, partition: int) -> int:
         """The shard that owns a partition now."""
@@ -82,11 +76,6 @@ class Router:
         """The shards a search asks: those that own a partition (every shard in direct mode)."""
         current = self._checked()
         return list(current.shards) if current is not None else list(range(self.placement.shards))
-
-    def shard_of(self, item_id: str) -> int:
-        """The shard that answers for an id now."""
-        self._checked()
-        return self.placement.shard_of(item_id)
 
     def group(self, ids: Sequence[str]) -> dict[int, list[int]]:
         """Map shard -> positions in `ids` of the ids it answers for."""
