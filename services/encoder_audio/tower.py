@@ -7,19 +7,20 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from crossmodal.bundle import AudioInputError, ModelBundle, decode_audio
-from crossmodal.bundle.audio import DecodeLimits, LogMel, fit_clip, wav_bytes
+from crossmodal.bundle.audio import DecodeLimits, LogMel, fit_clip, pcm16, wav_bytes
 from services.encoder.config import EncoderConfig
 from services.encoder.engine import Prepared, prepare_each
 from services.encoder.errors import InvalidItemError
 
 
 def _warmup_sounds() -> list[bytes]:
-    # A short tone and one longer than any clip, as 16-bit WAV: decoding, resampling, fitting and cutting.
+    # A short tone and one longer than any clip, as 16-bit WAV: fitting and cutting. The long one is at 44.1 kHz,
+    # a rate no tower uses, so FFmpeg loads and resamples here rather than in the first request; plain WAV at
+    # the tower's rate (the short one, for a 16 kHz tower) is read without it.
     out = []
-    for seconds in (0.5, 12.0):
-        t = np.arange(int(16_000 * seconds)) / 16_000
-        pcm = (0.3 * np.sin(2 * np.pi * 440 * t) * 32767).astype("<i2")
-        out.append(wav_bytes(pcm.tobytes(), 16_000))
+    for seconds, rate in ((0.5, 16_000), (12.0, 44_100)):
+        t = np.arange(int(rate * seconds)) / rate
+        out.append(wav_bytes(pcm16(0.3 * np.sin(2 * np.pi * 440 * t)), rate))
     return out
 
 
