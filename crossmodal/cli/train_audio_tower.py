@@ -74,7 +74,7 @@ def handle(args: argparse.Namespace) -> int:
         threads=args.threads,
         workers=args.workers,
     )
-    model, record = train_audio_tower(text.encode_texts, text.embed_dim, config, say)
+    model, record = train_audio_tower(text.encode_texts, config, say)
     say(f"trained in {record['train_seconds']:.0f} s (final loss {record['final_loss']})")
     probes = features(sounds.sample_specs(PROBE_SOUNDS, sounds.Split.TRAIN, args.seed + 99), args.workers)
     source = {

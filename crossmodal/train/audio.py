@@ -98,8 +98,8 @@ class AudioTower(nn.Module):
 
     A convolutional trunk hears the sound; one softmax head per attribute says which value it has; the
     embedding is the heads' probabilities times the text tower's additive fit (fixed). Pitch is heard from
-    the spectrum averaged over time (where the energy is on the mel axis) and everything else from the
-    trunk's features pooled over frequency, so no head can tell a timbre by its pitch: with one shared
+    where the lowest strong spectral component is, and everything else from the trunk, which hears the sound
+    aligned on that component, so no head can tell a timbre by its pitch: with one shared
     head, a high beep (never heard in training) was named after the timbres heard high (timbre accuracy 0
     on held-out combinations).
     """
@@ -225,7 +225,6 @@ def _combo_index(combos: Sequence[SoundSpec]) -> dict[tuple[str, ...], int]:
 
 def train_audio_tower(
     encode_texts: Callable[[list[str]], np.ndarray],
-    dim: int,
     config: AudioTrainConfig,
     say: Callable[[str], None] = print,
 ) -> tuple[AudioTower, dict[str, Any]]:
@@ -312,15 +311,6 @@ def _augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     # Loudness is not an attribute: shift each clip's level by up to +-6 dB (the features are in dB).
     shift = (torch.rand(x.shape[0], 1, 1, generator=generator) - 0.5) * 12.0
     return x + shift
-
-
-def embed(model: AudioTower, data: np.ndarray, batch: int = 256) -> np.ndarray:
-    """Unit embeddings of features with the trained tower."""
-    out = []
-    with torch.no_grad():
-        for start in range(0, data.shape[0], batch):
-            out.append(nn.functional.normalize(model(torch.from_numpy(data[start : start + batch])), dim=1).numpy())
-    return np.concatenate(out)
 
 
 def evaluate_audio(
