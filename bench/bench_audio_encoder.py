@@ -1,10 +1,8 @@
 """Audio encoder benchmark: two audio towers on onnxruntime, the numpy front end, and encoder_audio over gRPC.
 
-Two bundles: (a) the default bundle's audio tower (models/default once it has one; until then a stand-in,
-the default bundle given tests/bundle/audio_bundles.py's small random tower, built into .cache/bundles/),
-and (b) the audio tower of the laion/clap-htsat-unfused architecture (random weights, exported once with
-``crossmodal export-model --family clap`` into .cache/bundles/). For each, in one run so that the figures
-compare like with like:
+Two bundles: (a) the default bundle's built-in audio tower (models/default), and (b) the audio tower of the
+laion/clap-htsat-unfused architecture (random weights, exported once with ``crossmodal export-model --family
+clap`` into .cache/bundles/). For each, in one run so that the figures compare like with like:
 
 1. Raw onnxruntime, CPU provider, in this process: clips/s at batch 1, 8 and 32, fp32 and int8 where
    the bundle has it (``ModelBundle.encode_audio_features``: features in, L2-normalised embeddings out),
@@ -31,7 +29,6 @@ import argparse
 import asyncio
 import functools
 import json
-import shutil
 import statistics
 import sys
 import tempfile
@@ -59,12 +56,10 @@ from bench.bench_encoders import (  # noqa: E402
 from crossmodal.bundle import MANIFEST_FILE, Manifest, ModelBundle, decode_audio  # noqa: E402
 from crossmodal.bundle.audio import AudioConfig, LogMel, fit_clip, wav_bytes, windows  # noqa: E402
 from crossmodal.v1 import encoder_pb2  # noqa: E402
-from tests.bundle.audio_bundles import encode_sound, with_audio_tower  # noqa: E402
+from tests.bundle.audio_bundles import encode_sound  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 CLAP_BUNDLE = CACHE / "clap-htsat-unfused-random"
-# The default bundle with the tests' random audio tower, standing in until models/default has its own.
-STAND_IN_BUNDLE = CACHE / "default-with-test-audio-tower"
 BATCHES = (1, 8, 32)
 CLIENTS = (1, 32)
 MAX_BATCH = 32
@@ -86,16 +81,6 @@ def clap_bundle() -> Path:
     if not (CLAP_BUNDLE / MANIFEST_FILE).is_file():
         export(CLAP_BUNDLE, "--family", "clap", "--seed", "0")
     return CLAP_BUNDLE
-
-
-def default_audio_bundle() -> tuple[str, Path]:
-    """models/default when it has an audio tower, else the stand-in (rebuilt from models/default each run)."""
-    if "audio" in Manifest.load(DEFAULT_BUNDLE).towers:
-        return "default", DEFAULT_BUNDLE
-    shutil.rmtree(STAND_IN_BUNDLE, ignore_errors=True)
-    STAND_IN_BUNDLE.parent.mkdir(parents=True, exist_ok=True)
-    with_audio_tower(DEFAULT_BUNDLE, STAND_IN_BUNDLE, keep_image=True)
-    return "default + test audio tower (models/default has none yet)", STAND_IN_BUNDLE
 
 
 def _cpu_seconds(fn: Callable[[], object], rounds: int) -> list[float]:
@@ -301,8 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.bundle is not None:
         chosen = {args.bundle.name: args.bundle}
     else:
-        label, path = default_audio_bundle()
-        chosen = {label: path, "CLAP-sized (laion/clap-htsat-unfused, random)": clap_bundle()}
+        chosen = {"default": DEFAULT_BUNDLE, "CLAP-sized (laion/clap-htsat-unfused, random)": clap_bundle()}
     with tempfile.TemporaryDirectory(prefix="bench-audio-") as tmp:
         measured = {label: measure(label, path, args, Path(tmp)) for label, path in chosen.items()}
     result = {"date": time.strftime("%Y-%m-%d"), "machine": info, "bundles": measured}

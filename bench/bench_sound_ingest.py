@@ -2,8 +2,7 @@
 
 A long recording (captioned sounds of crossmodal/scenes/sounds.py in a row, as WAV at 16 kHz) goes into a
 real local cluster (gateway, text, image and audio encoders, one index shard) with the default bundle's
-audio tower (models/default once it has one; until then bench_audio_encoder.py's stand-in: the default
-bundle given the tests' small random tower, 1 s clips every 0.5 s). In one run:
+built-in audio tower (models/default). In one run:
 
 1. decode: `decode_audio` of the file alone (PyAV, resampled to the tower's rate), client side;
 2. windows + encode + store: `Client.ingest_audio` of the already decoded PCM: the gateway cuts the
@@ -36,8 +35,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_audio_encoder import default_audio_bundle  # noqa: E402
-from bench.bench_encoders import machine  # noqa: E402
+from bench.bench_encoders import DEFAULT_BUNDLE, machine  # noqa: E402
 from crossmodal.bundle import Manifest, decode_audio  # noqa: E402
 from crossmodal.bundle.audio import DecodeLimits, pcm16  # noqa: E402
 from crossmodal.client import Client  # noqa: E402
@@ -110,7 +108,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--queries", type=int, default=50)
     args = parser.parse_args(argv)
     wanted, rounds = (120.0, 1) if args.quick else (args.seconds, args.rounds)
-    name, bundle = default_audio_bundle()
+    name, bundle = "default", DEFAULT_BUNDLE
     audio = Manifest.load(bundle).audio
     assert audio is not None, f"{bundle} has no audio tower"
     info = machine()
