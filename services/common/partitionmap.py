@@ -314,7 +314,6 @@ class MapWatcher:
         self.kv = kv
         self.keep = keep
         self.current: PartitionMap | None = None
-        self.revision = 0
         self.versions: dict[int, PartitionMap] = {}
         self.listeners: list[Callable[[PartitionMap], Awaitable[None]]] = []
         self._changed = asyncio.Condition()
@@ -328,7 +327,7 @@ class MapWatcher:
             if found is not None:
                 break
             await asyncio.sleep(0.25)
-        await self.observe(*found)
+        await self.observe(found[0])
         self._task = asyncio.create_task(self._watch(), name="partition-map-watch")
         assert self.current is not None
         return self.current
@@ -344,7 +343,7 @@ class MapWatcher:
         """The map of `version` if this process saw it."""
         return self.versions.get(version)
 
-    async def observe(self, new: PartitionMap, revision: int) -> None:
+    async def observe(self, new: PartitionMap) -> None:
         """Take a map read or written by this process; listeners hear of it if it is newer."""
         async with self._lock:
             self.versions[new.version] = new
@@ -352,7 +351,7 @@ class MapWatcher:
                 self.versions.pop(old, None)
             if self.current is not None and new.version <= self.current.version:
                 return
-            self.current, self.revision = new, revision
+            self.current = new
             for listener in self.listeners:
                 try:
                     await listener(new)
@@ -365,7 +364,7 @@ class MapWatcher:
         """Read the map now (not waiting for the watch); the current map."""
         found = await read(self.kv)
         if found is not None:
-            await self.observe(*found)
+            await self.observe(found[0])
         return self.current
 
     async def find(self, version: int, timeout: float) -> PartitionMap | None:
@@ -401,7 +400,7 @@ class MapWatcher:
                         await self.refresh()
                         continue
                     if entry is not None and entry.value:
-                        await self.observe(PartitionMap.decode(entry.value), int(entry.revision or 0))
+                        await self.observe(PartitionMap.decode(entry.value))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the log was away or a bad document: watch again

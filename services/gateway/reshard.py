@@ -170,7 +170,7 @@ class Resharder:
         except Exception as exc:  # noqa: BLE001 - the log's failure, reported as retryable (rerun to resume)
             raise GatewayError(*log_status(exc, "writing the partition map")) from None
         log.info("partition map written", map=new.describe(), revision=stored)
-        await self.watcher.observe(new, stored)
+        await self.watcher.observe(new)
 
     def _progress(
         self,
