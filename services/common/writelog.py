@@ -212,20 +212,18 @@ async def ensure_stream(
     js: JetStreamContext, stream: str, placement: Placement, replicas: int, max_bytes: int
 ) -> LogLayout:
     """Create the log's streams for `placement`, or check that the existing ones have its partition count."""
-    layout = LogLayout(stream, placement)
+    # An existing log keeps the description it was created with: its shard count is the first partition
+    # map's. From then on the partition map (services/common/partitionmap.py) says which shard owns which.
     try:
-        existing = await read_layout(js, stream)
+        layout = await read_layout(js, stream)
     except nats.js.errors.NotFoundError:
-        existing = layout
-    if existing.placement.partitions != placement.partitions:
+        layout = LogLayout(stream, placement)
+    if layout.placement.partitions != placement.partitions:
         raise ValueError(
-            f"the write log {stream} was created with {existing.placement.partitions} partitions, this gateway is "
+            f"the write log {stream} was created with {layout.placement.partitions} partitions, this gateway is "
             f"configured for {placement.partitions} (CROSSMODAL_GATEWAY_LOG_PARTITIONS): the partition count is "
             "fixed once the log exists"
         )
-    # The shard count in the description is the one the log was created for: the first partition map's. From
-    # then on the partition map (services/common/partitionmap.py) says which shard owns which partition.
-    layout = existing
     assert placement.partitions is not None
     # Partition 0's stream is made last: its existence is what says the log is complete (read_layout).
     for partition in [*range(1, placement.partitions), 0]:
