@@ -167,7 +167,7 @@ def _handler(args: argparse.Namespace) -> int:
                     f"search page: {cluster.http_url}/ while the demo runs; to browse afterwards: "
                     f"crossmodal up --data-dir {data}, then open http://127.0.0.1:8080/"
                 )
-            audio = client.stats().audio_sample_rate > 0
+            audio = client.audio_sample_rate() > 0
             if not audio:
                 print(
                     "audio: skipped: the cluster has no audio encoder (the model bundle has no audio tower, or "
