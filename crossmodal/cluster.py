@@ -48,7 +48,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,6 +84,11 @@ def _free_port(host: str) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def _shards_setting(shard_map: Sequence[Sequence[ClusterProcess]]) -> str:
+    """CROSSMODAL_GATEWAY_SHARDS for these index processes: replicas comma-separated, shards semicolon-separated."""
+    return ";".join(",".join(replica.address for replica in replicas) for replicas in shard_map)
 
 
 class ClusterError(RuntimeError):
@@ -415,7 +420,7 @@ class LocalCluster:
                 # stream, which the gateway creates: so the gateway starts without waiting for the shards,
                 # dialling the ports chosen for them above.
                 self._wait_ready(encoders, timeout)
-            shards = ";".join(",".join(r.address for r in replicas) for replicas in shard_map)
+            shards = _shards_setting(shard_map)
             self.gateway = self._process(
                 "gateway",
                 "services.gateway",
@@ -482,7 +487,7 @@ class LocalCluster:
         gateway = self.by_name("gateway")
         index = [p for p in self.processes if p.module == "services.index"]
         by_shard = [[p for p in index if p.name.startswith(f"index-{n}-")] for n in range(shards)]
-        gateway.env["CROSSMODAL_GATEWAY_SHARDS"] = ";".join(",".join(p.address for p in r) for r in by_shard)
+        gateway.env["CROSSMODAL_GATEWAY_SHARDS"] = _shards_setting(by_shard)
         self.restart("gateway", timeout)
 
     def _start_http(self, timeout: float) -> None:

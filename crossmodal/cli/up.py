@@ -20,7 +20,6 @@ from crossmodal.cluster import (
 )
 
 DEFAULT_HTTP_PORT = 8080
-DEFAULT_AUDIO_ENCODER_PORT = 50055
 
 
 def add_cluster_args(parser: argparse.ArgumentParser, data_dir: str) -> None:
@@ -37,7 +36,7 @@ def add_cluster_args(parser: argparse.ArgumentParser, data_dir: str) -> None:
         type=int,
         default=None,
         help=f"port of the audio encoder, started when the bundle has an audio tower (0: any free port; default "
-        f"{DEFAULT_AUDIO_ENCODER_PORT}, or a free port when --port is 0)",
+        f"{ClusterSpec.audio_encoder_port}, or a free port when --port is 0)",
     )
     parser.add_argument(
         "--no-audio",
@@ -101,7 +100,7 @@ def spec_from(args: argparse.Namespace) -> ClusterSpec:
         http_port = 0 if args.port == 0 else DEFAULT_HTTP_PORT
     audio_port = args.audio_encoder_port
     if audio_port is None:
-        audio_port = 0 if args.port == 0 else DEFAULT_AUDIO_ENCODER_PORT
+        audio_port = 0 if args.port == 0 else ClusterSpec.audio_encoder_port
     return ClusterSpec(
         data_dir=args.data_dir,
         shards=args.shards,
