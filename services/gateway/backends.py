@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 import grpc
 
 from crossmodal.transport import FAILOVER, RECONNECT_OPTIONS, code_of
-from crossmodal.v1 import encoder_pb2, encoder_pb2_grpc, index_pb2_grpc
+from crossmodal.v1 import encoder_pb2, encoder_pb2_grpc, index_pb2, index_pb2_grpc
 from services.common.channels import open_channel
 from services.common.config import TLSConfig
 from services.common.placement import Placement
@@ -223,6 +223,15 @@ class ShardClient:
                 self._failed(replica)
         return list(zip(self.replicas, results, strict=True))
 
+    async def replica_stats(self, replica: Replica, timeout: float) -> index_pb2.ShardStats | str:
+        """One replica's statistics of this shard, or why it gave none (unreachable, or serves another shard)."""
+        try:
+            reply = await replica.stub.GetShardStats(index_pb2.GetShardStatsRequest(), timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            return describe_error(exc)
+        found = next((stats for stats in reply.shards if stats.shard == self.number), None)
+        return found if found is not None else f"the process does not serve shard {self.number}"
+
     async def close(self) -> None:
         """Close every replica's channel."""
         for replica in self.replicas:
@@ -231,6 +240,11 @@ class ShardClient:
 
 # Room left in a message for the request's own framing when items are split by size.
 _MESSAGE_HEADROOM = 64 * 1024
+
+
+def fullest(answers: Iterable[index_pb2.ShardStats | str | None]) -> index_pb2.ShardStats | None:
+    """The statistics of a shard's fullest answering replica (one that missed writes holds fewer items)."""
+    return max((a for a in answers if isinstance(a, index_pb2.ShardStats)), key=lambda stats: stats.count, default=None)
 
 
 def _split(items: list[encoder_pb2.EncodeItem], max_bytes: int, max_items: int) -> list[list[encoder_pb2.EncodeItem]]:

@@ -34,7 +34,7 @@ from crossmodal.v1 import gateway_pb2, index_pb2
 from services.common import partitionmap
 from services.common.partitionmap import COPYING, DRAINING, MapConflictError, MapError, MapWatcher, PartitionMap
 from services.common.writelog import LogLayout, log_status
-from services.gateway.backends import ShardClient
+from services.gateway.backends import ShardClient, fullest
 from services.gateway.errors import GatewayError
 from services.gateway.metrics import RESHARD_ITEMS_COPIED, RESHARD_LAG, RESHARD_PARTITIONS_MOVING
 
@@ -279,28 +279,26 @@ class Resharder:
 
     async def _stats(self, numbers: range | list[int]) -> ReplicaStats:
         """GetShardStats of every replica of the shards `numbers`, at once; None for one that did not answer."""
-
-        async def one(shard: ShardClient, address: str, stub: object) -> index_pb2.ShardStats | None:
-            try:
-                reply = await stub.GetShardStats(  # type: ignore[attr-defined]
-                    index_pb2.GetShardStatsRequest(), timeout=_STATS_TIMEOUT_SECONDS
-                )
-            except grpc.aio.AioRpcError:
-                return None
-            return next((s for s in reply.shards if s.shard == shard.number), None)
-
-        keys = [(n, r.address, r.stub) for n in numbers for r in self.shards[n].replicas]
-        answers = await asyncio.gather(*(one(self.shards[n], a, stub) for n, a, stub in keys))
-        return {(n, a): answer for (n, a, _), answer in zip(keys, answers, strict=True)}
+        keys = [(n, replica) for n in numbers for replica in self.shards[n].replicas]
+        answers = await asyncio.gather(
+            *(self.shards[n].replica_stats(replica, _STATS_TIMEOUT_SECONDS) for n, replica in keys)
+        )
+        return {
+            (n, replica.address): answer if isinstance(answer, index_pb2.ShardStats) else None
+            for (n, replica), answer in zip(keys, answers, strict=True)
+        }
 
 
 def _fullest(stats: ReplicaStats) -> dict[int, Mapping[int, int]]:
     """Per shard, the partition item counts of its fullest answering replica."""
-    best: dict[int, index_pb2.ShardStats] = {}
+    by_shard: dict[int, list[index_pb2.ShardStats | None]] = {}
     for (shard, _), replica in stats.items():
-        if replica is not None and (shard not in best or replica.count > best[shard].count):
-            best[shard] = replica
-    return {shard: dict(s.partition_items) for shard, s in best.items()}
+        by_shard.setdefault(shard, []).append(replica)
+    return {
+        shard: dict(best.partition_items)
+        for shard, answers in by_shard.items()
+        if (best := fullest(answers)) is not None
+    }
 
 
 def _items_of(items: Mapping[int, Mapping[int, int]], shard: int, partition: int) -> int:

@@ -14,9 +14,9 @@ import grpc
 
 from crossmodal.v1 import gateway_pb2, gateway_pb2_grpc, index_pb2
 from services.gateway.audio import AudioIngest
-from services.gateway.backends import Backends, Replica, ShardClient
+from services.gateway.backends import Backends, Replica, fullest
 from services.gateway.config import GatewayConfig
-from services.gateway.errors import GatewayError, describe_error, status_of
+from services.gateway.errors import GatewayError, status_of
 from services.gateway.ingest import IngestPipeline
 from services.gateway.reshard import NO_LOG, Resharder
 from services.gateway.routing import Router
@@ -149,7 +149,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         timeout = self.config.search_timeout_ms / 1000 if remaining is None else remaining
         shards = self.backends.shards
         answers = await asyncio.gather(
-            *(_replica_stats(shard, replica, timeout) for shard in shards for replica in shard.replicas)
+            *(shard.replica_stats(replica, timeout) for shard in shards for replica in shard.replicas)
         )
         out, total, start = [], 0, 0
         partition_items: dict[int, dict[int, int]] = {}
@@ -157,12 +157,11 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             mine = answers[start : start + len(shard.replicas)]
             start += len(shard.replicas)
             # Replicas that missed writes hold fewer items; the shard holds what its fullest healthy one does.
-            healthy = [answer for answer in mine if answer[0].healthy]
-            fullest, items = max(healthy, key=lambda a: a[0].count) if healthy else (None, {})
-            count = fullest.count if fullest is not None else 0
+            best = fullest(mine)
+            count = best.count if best is not None else 0
             total += count
-            partition_items[shard.number] = items
-            replicas = [stats for stats, _ in mine]
+            partition_items[shard.number] = dict(best.partition_items) if best is not None else {}
+            replicas = [_replica_info(r, a) for r, a in zip(shard.replicas, mine, strict=True)]
             out.append(gateway_pb2.GatewayShardStats(shard=shard.number, replicas=replicas, count=count))
         current = self.router.map if self.router is not None else None
         if current is not None:
@@ -180,25 +179,16 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         )
 
 
-async def _replica_stats(
-    shard: ShardClient, replica: Replica, timeout: float
-) -> tuple[gateway_pb2.ReplicaStats, dict[int, int]]:
-    """One replica's statistics, and its items per log partition (empty without the log)."""
-    try:
-        reply = await replica.stub.GetShardStats(index_pb2.GetShardStatsRequest(), timeout=timeout)
-    except grpc.aio.AioRpcError as exc:
-        return gateway_pb2.ReplicaStats(address=replica.address, healthy=False, error=describe_error(exc)), {}
-    for stats in reply.shards:
-        if stats.shard == shard.number:
-            return gateway_pb2.ReplicaStats(
-                address=replica.address,
-                healthy=True,
-                count=stats.count,
-                snapshot_age_seconds=stats.snapshot_age_seconds,
-                log_lag=stats.log_lag,
-                log_lag_seconds=stats.log_lag_seconds,
-                applied=stats.applied,
-            ), dict(stats.partition_items)
+def _replica_info(replica: Replica, answer: index_pb2.ShardStats | str) -> gateway_pb2.ReplicaStats:
+    """A replica's line in GetStats: its statistics, or unhealthy with why it gave none."""
+    if isinstance(answer, str):
+        return gateway_pb2.ReplicaStats(address=replica.address, healthy=False, error=answer)
     return gateway_pb2.ReplicaStats(
-        address=replica.address, healthy=False, error=f"the process does not serve shard {shard.number}"
-    ), {}
+        address=replica.address,
+        healthy=True,
+        count=answer.count,
+        snapshot_age_seconds=answer.snapshot_age_seconds,
+        log_lag=answer.log_lag,
+        log_lag_seconds=answer.log_lag_seconds,
+        applied=answer.applied,
+    )
