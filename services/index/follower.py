@@ -150,7 +150,11 @@ class LogFollower:
         for number, shard in shards.items():
             label = str(number)
             self._executors[number] = ThreadPoolExecutor(1, thread_name_prefix=f"index-log-{number}")
-            shard.use_partitions(layout.placement.partitions)
+            # It rebuilds the shard's catalog (seconds for millions of items): not on the event loop, which
+            # answers health checks and SIGTERM meanwhile.
+            await asyncio.get_running_loop().run_in_executor(
+                self._executors[number], shard.use_partitions, layout.placement.partitions
+            )
             self._shards[number] = {}
             metrics.LOG_LAG_SECONDS.labels(label).set_function(functools.partial(self.lag_seconds, number))
         await self._check(self._js, layout, current)
