@@ -133,10 +133,10 @@ class PartitionMap:
 
     def describe(self) -> str:
         """One line for logs and messages: version, phase and what moves."""
-        text = f"version {self.version} ({self.phase}, {len(self.shards)} shards"
+        text = f"version {self.version} ({self.phase}, {shard_count(len(self.shards))}"
         if self.target is not None:
             moving = len(self.incoming) or len(self.outgoing)
-            text += f", moving {moving} partitions to {self.target} shards"
+            text += f", moving {moving} partitions to {shard_count(self.target)}"
         return text + ")"
 
     # --- the document ------------------------------------------------------------------------------
@@ -172,6 +172,11 @@ class PartitionMap:
             raise
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise MapError(f"the partition map document does not parse: {exc!r}") from None
+
+
+def shard_count(shards: int) -> str:
+    """A shard count in words for messages: "1 shard", "4 shards"."""
+    return f"{shards} shard" if shards == 1 else f"{shards} shards"
 
 
 def initial(partitions: int, shards: int) -> PartitionMap:

@@ -32,7 +32,15 @@ from nats.js import JetStreamContext
 
 from crossmodal.v1 import gateway_pb2, index_pb2
 from services.common import partitionmap
-from services.common.partitionmap import COPYING, DRAINING, MapConflictError, MapError, MapWatcher, PartitionMap
+from services.common.partitionmap import (
+    COPYING,
+    DRAINING,
+    MapConflictError,
+    MapError,
+    MapWatcher,
+    PartitionMap,
+    shard_count,
+)
 from services.common.writelog import LogLayout, log_status
 from services.gateway.backends import ShardClient, fullest
 from services.gateway.errors import GatewayError
@@ -120,7 +128,8 @@ class Resharder:
         if current.target is not None and current.target != shards:
             raise GatewayError(
                 grpc.StatusCode.FAILED_PRECONDITION,
-                f"a reshard to {current.target} shards is under way (partition map {current.describe()}); "
+                f"a reshard to {shard_count(current.target)} is under way "
+                f"(partition map {current.describe()}); "
                 f"finish it first with `crossmodal reshard --shards {current.target}`",
             )
 
@@ -160,7 +169,9 @@ class Resharder:
             RESHARD_PARTITIONS_MOVING.set(0)
             RESHARD_LAG.set(0)
             log.info("reshard done", map=current.describe(), seconds=round(time.monotonic() - started, 3))
-            yield self._progress(current, shards, f"done: {len(current.shards)} shards own the partitions", "done")
+            yield self._progress(
+                current, shards, f"done: {shard_count(len(current.shards))} own the partitions", "done"
+            )
 
     async def _write(self, new: PartitionMap, revision: int) -> None:
         try:
@@ -216,9 +227,9 @@ class Resharder:
                 )
             )
         if not moves:
-            text = f"nothing to move: the partitions are already spread over {shards} shards"
+            text = f"nothing to move: the partitions are already spread over {shard_count(shards)}"
         else:
-            text = f"{len(moves)} of {current.partitions} partitions move to reach {shards} shards"
+            text = f"{len(moves)} of {current.partitions} partitions move to reach {shard_count(shards)}"
             if current.phase != partitionmap.STABLE:
                 text += f" (resuming the move under way, at {current.describe()})"
         if dry_run:
